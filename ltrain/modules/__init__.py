@@ -1,0 +1,5 @@
+"""LightningModules: the classifier, and the pretraining modules (siamese, autoencoders, contrastive)."""
+
+from ltrain.modules.classifier import ClassifierModule
+
+__all__ = ["ClassifierModule"]

@@ -1,0 +1,99 @@
+"""A LightningModule that trains any classification network with cross-entropy.
+
+The network is ``self.model`` (a plain ``nn.Module``: timm model or MLP), so callbacks such as
+FreezeSchedule can find it; the optimizer and LR scheduler come from config as partials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from ltrain.optim.lr_scheduler import LRSchedulerConfig
+
+
+class ClassifierModule(L.LightningModule):
+    """Cross-entropy classifier with accuracy on train/val/test and optional l1/l2 on weights (not biases).
+
+    Args:
+        model: the network; its output is logits of shape (N, num_classes).
+        num_classes: number of classes (for the accuracy metrics).
+        optimizer: a partial taking the parameter groups, e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``.
+        scheduler: optional LR scheduler config (see :class:`LRSchedulerConfig`).
+        l1, l2: penalty weights on parameters with more than one dimension (weights, not biases or BN).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: LRSchedulerConfig | None = None,
+        l1: float = 0.0,
+        l2: float = 0.0,
+    ):
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_config = scheduler
+        self.l1, self.l2 = l1, l2
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def weight_penalty(self) -> torch.Tensor:
+        """l1 * sum|w| + l2 * sum w^2 over weights only (biases and 1-D parameters are not penalised)."""
+        penalty = torch.zeros((), device=self.device)
+        if self.l1 == 0 and self.l2 == 0:
+            return penalty
+        for p in self.model.parameters():
+            if p.requires_grad and p.ndim > 1:
+                if self.l1:
+                    penalty = penalty + self.l1 * p.abs().sum()
+                if self.l2:
+                    penalty = penalty + self.l2 * p.pow(2).sum()
+        return penalty
+
+    def _step(self, batch, stage: str, metric) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        metric(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train", sync_dist=not on_step)
+        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_acc) + self.weight_penalty()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "test", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        return self(x).softmax(-1)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (one group by default; freeze schedules may split it)."""
+        return [{"params": [p for p in self.model.parameters()]}]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.param_groups())
+        if self.scheduler_config is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches if self.scheduler_config.interval == "step" else self.trainer.max_epochs
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_config.build(optimizer, total)}

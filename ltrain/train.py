@@ -1,0 +1,103 @@
+"""Train (or fine-tune) a classifier from a composed config: the plain function behind the ``ltrain`` CLI."""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+import ltrain
+from ltrain.data.base import ImageClassificationData
+from ltrain.io import atomic_write_json
+from ltrain.models.factory import build_model, check_model_name
+from ltrain.modules.classifier import ClassifierModule
+
+
+def build_datamodule(cfg: DictConfig) -> ImageClassificationData:
+    """The DataModule of ``cfg.data``, set up (loaded, split, standardised)."""
+    dm = instantiate(cfg.data, _convert_="all")
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModule:
+    """The ClassifierModule for ``cfg`` sized to the data module's classes and input shape."""
+    model = build_model(cfg.model, dm.num_classes, dm.input_shape)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return ClassifierModule(model, dm.num_classes, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
+                            l1=cfg.get("l1", 0.0), l2=cfg.get("l2", 0.0))
+
+
+def build_callbacks(cfg: DictConfig) -> list[Callback]:
+    """Every callback the config names: ``callbacks.*`` entries and the ``freeze`` schedule, if any."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    if cfg.get("freeze"):
+        callbacks.append(instantiate(cfg.freeze, _convert_="all"))
+    return callbacks
+
+
+def hardware() -> str:
+    """A one-line description of the machine, for published numbers."""
+    import os
+
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_model_name(cfg.model.name)  # fail before loading any data
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # model init independent of data loading
+    module = build_module(cfg, dm)
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
+                                 save_last=True, auto_insert_metric_name=False)
+    logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), checkpoint], logger=logger,
+                                     default_root_dir=str(run_dir))
+    if trainer.is_global_zero:
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - start
+    results: dict[str, Any] = {
+        "seed": cfg.seed,
+        "model": cfg.model.name,
+        "data": dm.describe(),
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "fit_seconds": round(fit_seconds, 2),
+        "best_checkpoint": checkpoint.best_model_path,
+        "best_val_acc": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "hardware": hardware(),
+        "versions": {"ltrain": ltrain.__version__, "torch": torch.__version__, "lightning": L.__version__},
+    }
+    if cfg.get("test", True):
+        ckpt = "best" if checkpoint.best_model_path else None
+        (metrics,) = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
+        results["test_acc"] = metrics["test/acc"]
+        results["test_loss"] = metrics["test/loss"]
+    if trainer.is_global_zero:
+        atomic_write_json(run_dir / "results.json", results)
+        metrics_csv = Path(logger.log_dir) / "metrics.csv"
+        if cfg.get("plots", True) and metrics_csv.is_file():
+            from ltrain.plots import plot_learning_curves
+
+            plot_learning_curves(metrics_csv, run_dir / "learning_curves.png", title=f"{cfg.model.name} on {dm.name}")
+    results["trainer"] = trainer
+    results["module"] = module
+    results["datamodule"] = dm
+    return results
