@@ -12,12 +12,20 @@ from ltrain.cli.common import CONFIG_PATH, exit_on_user_error
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
+    from ltrain.recipes import recipe_runner, run_recipe
     from ltrain.train import train
 
-    results = train(cfg, HydraConfig.get().runtime.output_dir)
+    run_dir = HydraConfig.get().runtime.output_dir
+    if recipe_runner(cfg) is not None:
+        results = run_recipe(cfg, run_dir)
+        for arm, metrics in results.get("arms", {}).items():
+            print(f"{arm}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        print(f"(run directory: {run_dir})")
+        return None
+    results = train(cfg, run_dir)
     if results["trainer"].is_global_zero:
         acc = results.get("test_acc")
-        print(f"test accuracy: {acc:.4f}" if acc is not None else "done", f"(run directory: {HydraConfig.get().runtime.output_dir})")
+        print(f"test accuracy: {acc:.4f}" if acc is not None else "done", f"(run directory: {run_dir})")
     return results.get("test_acc")  # the value an Optuna sweep optimises
 
 
