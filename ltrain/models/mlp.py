@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ltrain.errors import LtrainError
-from ltrain.models.activations import make_activation
+from ltrain.models.activations import make_activation, pieces_per_unit
 from ltrain.models.init import init_weights
 
 DROPOUTS = {"standard": nn.Dropout, "alpha": nn.AlphaDropout}
@@ -49,10 +49,12 @@ def build_mlp(
     first_dropout = 0 if dropout_layers is None else max(0, n - dropout_layers)
     for i, units in enumerate(hidden):
         block = nn.Sequential()
-        block.add_module("linear", nn.Linear(width, units, bias=batch_norm != "before"))
+        act = make_activation(activation, **(activation_kwargs or {}))
+        pre_units = units * pieces_per_unit(act)  # maxout(k) takes k linear pieces per unit
+        block.add_module("linear", nn.Linear(width, pre_units, bias=batch_norm != "before"))
         if batch_norm == "before":
-            block.add_module("bn", nn.BatchNorm1d(units))
-        block.add_module("act", make_activation(activation, **(activation_kwargs or {})))
+            block.add_module("bn", nn.BatchNorm1d(pre_units))
+        block.add_module("act", act)
         if batch_norm == "after":
             block.add_module("bn", nn.BatchNorm1d(units))
         if dropout > 0 and i >= first_dropout:

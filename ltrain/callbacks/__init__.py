@@ -1,0 +1,6 @@
+"""Lightning callbacks that compose with any LightningModule and any strategy."""
+
+from ltrain.callbacks.diagnostics import TrainingDiagnostics
+from ltrain.callbacks.max_norm import MaxNorm
+
+__all__ = ["MaxNorm", "TrainingDiagnostics"]
