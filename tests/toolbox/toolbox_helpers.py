@@ -1,0 +1,56 @@
+"""Helpers for the training-toolbox tests: tiny real Trainers and recorder callbacks."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from tests.conftest import compose_config
+from ltrain.train import build_module
+
+
+def tiny_module(dm, *overrides: str, seed: int = 0):
+    """A ClassifierModule built from the real config with ``overrides`` (a 2x16 MLP unless overridden)."""
+    cfg = compose_config("model.hidden=[16,16]", *overrides)
+    L.seed_everything(seed, verbose=False)
+    return build_module(cfg, dm), cfg
+
+
+def tiny_trainer(tmp_path, *callbacks: Callback, **kwargs) -> L.Trainer:
+    """A quiet CPU Trainer with few batches per epoch."""
+    defaults = dict(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=5, limit_val_batches=2,
+                    limit_test_batches=2, enable_progress_bar=False, enable_model_summary=False, logger=False,
+                    enable_checkpointing=False, default_root_dir=str(tmp_path), deterministic=True, num_sanity_val_steps=0)
+    return L.Trainer(callbacks=list(callbacks), **{**defaults, **kwargs})
+
+
+class LRRecorder(Callback):
+    """Records (global step, lr, momentum) of every param group just before each optimizer step."""
+
+    def __init__(self):
+        self.rows: list[tuple[int, tuple[float, ...], tuple[float, ...]]] = []
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        groups = optimizer.param_groups
+        mom = tuple(float(g["betas"][0]) if "betas" in g else float(g.get("momentum", 0.0)) for g in groups)
+        self.rows.append((trainer.global_step, tuple(float(g["lr"]) for g in groups), mom))
+
+
+class CrashAt(Callback):
+    """Simulates a killed run: raises once ``global_step`` reaches ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step >= self.step:
+            raise KilledRun(f"killed at step {trainer.global_step}")
+
+
+class KilledRun(RuntimeError):
+    pass
+
+
+def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
