@@ -1,6 +1,7 @@
 """Lightning callbacks that compose with any LightningModule and any strategy."""
 
 from ltrain.callbacks.diagnostics import TrainingDiagnostics
+from ltrain.callbacks.freeze import FreezeSchedule, Phase, Plateau
 from ltrain.callbacks.max_norm import MaxNorm
 
-__all__ = ["MaxNorm", "TrainingDiagnostics"]
+__all__ = ["FreezeSchedule", "MaxNorm", "Phase", "Plateau", "TrainingDiagnostics"]
