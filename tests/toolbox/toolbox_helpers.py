@@ -54,3 +54,48 @@ class KilledRun(RuntimeError):
 
 def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class EpochSnapshots(Callback):
+    """After each validation: (epoch, val/acc, a copy of the network's weights)."""
+
+    def __init__(self):
+        self.snapshots: list[tuple[int, float, dict[str, torch.Tensor]]] = []
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking and "val/acc" in trainer.callback_metrics:
+            acc = float(trainer.callback_metrics["val/acc"])
+            self.snapshots.append((trainer.current_epoch, acc, weights(pl_module.model)))
+
+
+class GradientProbe(Callback):
+    """Gradients just before Lightning clips them and just after the optimizer used them (the clipped ones)."""
+
+    def __init__(self):
+        self.before: list[list[torch.Tensor]] = []
+        self.after: list[list[torch.Tensor]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        def post_hook(optimizer, args, kwargs):
+            self.after.append([p.grad.detach().clone() for g in optimizer.param_groups for p in g["params"]])
+
+        self._handle = trainer.optimizers[0].register_step_post_hook(post_hook)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.before.append([p.grad.detach().clone() for g in optimizer.param_groups for p in g["params"]])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._handle.remove()
+
+
+class NormProbe(Callback):
+    """The largest incoming-weight norm of every Linear/Conv layer after each optimizer step."""
+
+    def __init__(self):
+        self.max_norms: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from ltrain.callbacks.max_norm import LAYER_TYPES, incoming_weight_norms
+
+        self.max_norms.append(max(incoming_weight_norms(m).max().item() for m in pl_module.modules()
+                                  if isinstance(m, LAYER_TYPES)))
