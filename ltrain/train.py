@@ -19,6 +19,8 @@ from ltrain.data.base import ImageClassificationData
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
+from ltrain.presets import apply_preset
+from ltrain.zoo import check_push, push_trained
 
 
 def build_datamodule(cfg: DictConfig) -> ImageClassificationData:
@@ -39,7 +41,10 @@ def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModu
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     """Every callback the config names: ``callbacks.*`` entries and the ``freeze`` schedule, if any."""
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    from ltrain.callbacks.epoch_seed import EpochSeed
+
+    callbacks: list[Callback] = [EpochSeed(cfg.seed)]
+    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.get("freeze"):
         callbacks.append(instantiate(cfg.freeze, _convert_="all"))
     return callbacks
@@ -56,9 +61,13 @@ def hardware() -> str:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from ltrain.resume import find_resume_point
+
+    apply_preset(cfg)  # a preset refuses contradictory overrides before any work
     check_model_name(cfg.model.name)  # fail before loading any data
+    check_push(cfg)  # an invalid or taken zoo.push name fails now, not after training
+    run_dir, resume_from = find_resume_point(cfg, Path(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # model init independent of data loading
@@ -70,13 +79,21 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                                      default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml")
+    if cfg.get("tune"):  # the LR range test: lr_find.png + the suggested rate; then fit only if tune.fit
+        from ltrain.optim.lr_find import find_lr
+
+        lr_find = find_lr(cfg.tune, trainer, module, dm, run_dir)
+        if not cfg.tune.fit:
+            return {"lr_find": lr_find, "trainer": trainer, "module": module, "datamodule": dm}
     start = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True if resume_from else None)
     fit_seconds = time.perf_counter() - start
     results: dict[str, Any] = {
         "seed": cfg.seed,
         "model": cfg.model.name,
         "data": dm.describe(),
+        "run_dir": str(run_dir),
+        "resumed_from": str(resume_from) if resume_from else None,
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 2),
@@ -87,10 +104,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     }
     if cfg.get("test", True):
         ckpt = "best" if checkpoint.best_model_path else None
-        (metrics,) = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False)
+        (metrics,) = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)
         results["test_acc"] = metrics["test/acc"]
         results["test_loss"] = metrics["test/loss"]
     if trainer.is_global_zero:
+        if (cfg.get("zoo") or {}).get("push"):  # rank 0 only: one writer to the zoo
+            results["zoo_entry"] = push_trained(cfg, module.model, dm, results).name
         atomic_write_json(run_dir / "results.json", results)
         metrics_csv = Path(logger.log_dir) / "metrics.csv"
         if cfg.get("plots", True) and metrics_csv.is_file():

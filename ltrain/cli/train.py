@@ -25,7 +25,7 @@ def main(cfg: DictConfig) -> float | None:
     results = train(cfg, run_dir)
     if results["trainer"].is_global_zero:
         acc = results.get("test_acc")
-        print(f"test accuracy: {acc:.4f}" if acc is not None else "done", f"(run directory: {run_dir})")
+        print(f"test accuracy: {acc:.4f}" if acc is not None else "done", f"(run directory: {results['run_dir']})")
     return results.get("test_acc")  # the value an Optuna sweep optimises
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ltrain.data.subsets import cap_per_class, select_classes, stratified_split
 from ltrain.errors import LtrainError
@@ -39,7 +39,7 @@ class ImageTransform:
     def deterministic(self) -> bool:
         return self.augment == "none"
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = image.float().div_(255.0)
         x = _match_channels(x, self.channels)
         if self.size is not None and x.shape[-1] != self.size:
@@ -48,7 +48,7 @@ class ImageTransform:
         std = torch.tensor(self.std).view(-1, 1, 1)
         x = (x - mean) / std
         if self.augment == "flip_crop":
-            x = _flip_crop(x)
+            x = _flip_crop(x, generator)
         return x
 
 
@@ -62,27 +62,60 @@ def _match_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
     raise LtrainError(f"cannot turn {x.shape[0]}-channel images into {channels} channels; set data.channels=null or 1")
 
 
-def _flip_crop(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Random horizontal flip and a random crop after zero padding (the global torch RNG, seeded by the run)."""
-    if torch.rand(()) < 0.5:
+def _flip_crop(x: torch.Tensor, generator: torch.Generator | None, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip and a random crop after zero padding."""
+    if torch.rand((), generator=generator) < 0.5:
         x = x.flip(-1)
     h, w = x.shape[-2:]
     padded = F.pad(x, (pad, pad, pad, pad))
-    i, j = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+    i, j = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
     return padded[:, i : i + h, j : j + w]
 
 
 class TensorImageDataset(Dataset):
-    """(image, label) pairs from a uint8 image tensor (N, C, H, W), a label tensor and a transform."""
+    """(image, label) pairs from a uint8 image tensor (N, C, H, W), a label tensor and a transform.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: ImageTransform):
+    A random augmentation of example ``i`` in epoch ``e`` draws from a generator seeded with
+    (seed, e, i): the same in a resumed run as in an uninterrupted one, and independent of how many
+    random numbers anything else drew. ``set_epoch`` is called by the EpochSeed callback.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: ImageTransform, seed: int = 0):
         self.images, self.labels, self.transform = images, labels, transform
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.transform(self.images[i]), self.labels[i]
+        if self.transform.deterministic:
+            return self.transform(self.images[i]), self.labels[i]
+        gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(i)) % 2**63)
+        return self.transform(self.images[i], gen), self.labels[i]
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A random order that depends only on (seed, epoch), so a run resumed mid-way sees the same batches.
+
+    torch's RandomSampler draws its order from the global RNG, which a Lightning checkpoint does not
+    restore; Lightning calls ``set_epoch`` on any sampler that has it, as it does for DistributedSampler.
+    """
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.length, generator=gen).tolist())
 
 
 @dataclass
@@ -221,8 +254,13 @@ class ImageClassificationData(L.LightningDataModule):
 
     # --- loaders --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        """Shuffled per epoch from the run's seed; under DDP Lightning's DistributedSampler does the same."""
         self.setup()
-        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True,
+        train = self.splits["train"]
+        train.seed = torch.initial_seed()
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        sampler = None if distributed else EpochShuffleSampler(len(train), train.seed)
+        return DataLoader(train, batch_size=self.batch_size, shuffle=distributed, sampler=sampler,
                           num_workers=self.num_workers, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:

@@ -1,0 +1,64 @@
+"""Kill-and-resume: a run resumed from its last checkpoint ends with the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ltrain.train import train
+
+BIN = Path(sys.executable).parent
+SMALL = ["model.hidden=[64,64]", "model.dropout=0.2", "trainer.limit_train_batches=15", "callbacks=none"]
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_weights(cfg_factory, tmp_path):
+    aug = [*SMALL, "data.augment=flip_crop"]  # dropout and augmentation both draw random numbers
+    full = train(cfg_factory(*aug, "trainer.max_epochs=3", "test=false"), tmp_path / "full")
+    part = train(cfg_factory(*aug, "trainer.max_epochs=2", "test=false"), tmp_path / "part")
+    resumed = train(cfg_factory(*aug, "trainer.max_epochs=3", "test=false",
+                                f"resume={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"), tmp_path / "resumed")
+    assert part["global_step"] < full["global_step"] == resumed["global_step"]
+    a, b = full["module"].state_dict(), resumed["module"].state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def _ltrain(run_dir: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "ltrain"), *SMALL, "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
+                             f"hydra.run.dir={run_dir}", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+
+
+def test_sigkill_at_a_random_step_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
+    reference = _ltrain(tmp_path / "reference")
+    victim = _ltrain(tmp_path / "victim")
+    last = tmp_path / "victim" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not last.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), "the run never wrote a checkpoint"
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # somewhere in a later epoch
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "victim" / "results.json").exists(), "killed too late: the run had finished"
+    resumed = subprocess.run([str(BIN / "ltrain"), *SMALL, "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
+                              f"hydra.run.dir={tmp_path / 'victim'}", "resume=auto"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+    a = _weights(tmp_path / "reference" / "checkpoints" / "last.ckpt")
+    b = _weights(last)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
