@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timm.layers import BatchNormAct2d
+from timm.layers import BatchNormAct2d, MixedConv2d, create_conv2d
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -101,7 +101,16 @@ FOLDED_AFTER_LAYER = {
     "linear_bn_affine_false": (conv_bn(nn.Linear(7, 5, bias=False), nn.BatchNorm1d(5, affine=False)), (4, 7)),
     "timm_batchnormact_relu": (conv_bn(nn.Conv2d(3, 5, 3, bias=False), BatchNormAct2d(5, act_layer=nn.ReLU)), (2, 3, 8, 8)),
     "timm_batchnormact_silu": (conv_bn(nn.Conv2d(3, 5, 1, bias=False), BatchNormAct2d(5, act_layer=nn.SiLU)), (2, 3, 8, 8)),
+    "timm_conv2d_same_padding": (conv_bn(create_conv2d(3, 6, 3, stride=2, padding="same"), BatchNormAct2d(6)), (2, 3, 9, 9)),
 }
+
+
+def test_bn_after_timm_mixed_conv_folds_slice_by_slice_into_each_conv_of_the_concat():
+    """MixedConv2d splits the channels, runs one conv per split and concatenates: each conv absorbs its slice."""
+    model = conv_bn(MixedConv2d(8, 8, kernel_size=[3, 5, 7], depthwise=True), BatchNormAct2d(8, act_layer=nn.SiLU))
+    folded, report = fold_and_check(model, torch.randn(2, 8, 9, 9))
+    assert [b.into for b in report.folded] == [("0.0", "0.1", "0.2")]
+    assert bn_modules(folded) == []
 
 
 @pytest.mark.parametrize("case", sorted(FOLDED_AFTER_LAYER))
