@@ -7,8 +7,10 @@ stream of pairs from a seed: exactly half same-class and half different-class, i
 The pairs come from any :class:`~ltrain.data.ImageClassificationData`. With ``pool="unused"`` they are
 built from the images that data module does NOT use (neither its capped train split, nor its val or
 test split): the scarce-label setting, where a classifier gets e.g. 100 labelled images per class and
-the many other images only serve to make cheap "same or not" pairs. With ``pool="train"`` they come
-from its train split (and its val split for validation pairs).
+the many other images only serve to make cheap "same or not" pairs. ``pool="all"`` adds the labelled
+train split to those; ``pool="train"`` takes the train split only (and its val split for validation).
+:class:`UnlabelledData` serves the same pools as plain image batches, for autoencoders and other
+self-supervised modules.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from collections.abc import Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 
 from ltrain.data.base import ImageClassificationData, TensorImageDataset
 from ltrain.data.subsets import select_classes, stratified_split
 from ltrain.errors import LtrainError
 
 SAME, DIFFERENT = 0, 1
-POOLS = ("unused", "train")
+POOLS = ("unused", "all", "train")
 
 
 def sample_pairs(labels: torch.Tensor, num_pairs: int, generator: torch.Generator
@@ -62,6 +64,75 @@ def sample_pairs(labels: torch.Tensor, num_pairs: int, generator: torch.Generato
     target = torch.cat([torch.full((n_same,), SAME), torch.full((num_pairs - n_same,), DIFFERENT)])
     shuffle = torch.randperm(num_pairs, generator=generator)
     return first[shuffle], second[shuffle], target[shuffle]
+
+
+def pool_images(source: ImageClassificationData, pool: str, val_fraction: float = 0.1, seed: int = 0
+                ) -> tuple[dict[str, TensorImageDataset], dict[str, torch.Tensor]]:
+    """The pretraining images drawn from ``source``: ``({"train": ..., "val": ...}, their indices)``.
+
+    pool="unused": the source's images outside all its splits (disjoint from its labelled train, val and
+    test images); "all": those plus its train split (every image but its val and test splits); "train":
+    its train and val splits as they are. For "unused"/"all", ``val_fraction`` of the pool (per class,
+    seeded) is kept for validation. Indices are positions in the source's (class-selected) train
+    arrays, comparable with ``source.split_indices``. Images get the source's eval transform, so they are
+    standardised exactly as the classifier that will reuse the encoder sees its inputs.
+    """
+    if pool not in POOLS:
+        raise LtrainError(f"pool={pool!r} is not one of {list(POOLS)}")
+    source.setup()
+    if pool == "train":
+        return ({"train": source.splits["train"], "val": source.splits["val"]},
+                {k: source.split_indices[k] for k in ("train", "val")})
+    arrays = source.load_arrays()
+    keep, labels = select_classes(arrays.train_y, source.classes)
+    images = arrays.train_x[keep]
+    excluded = [v for k, v in source.split_indices.items() if pool == "unused" or k != "train"]
+    free = torch.ones(len(labels), dtype=torch.bool)
+    free[torch.cat(excluded)] = False
+    candidates = torch.nonzero(free).flatten()
+    if len(candidates) < 4:
+        raise LtrainError(
+            f"{source.name} leaves only {len(candidates)} images outside its splits for pool={pool!r}: "
+            "cap its train split (data.train_per_class) or use pool='train'"
+        )
+    train_part, val_part = stratified_split(labels[candidates], [1.0, val_fraction], seed)
+    transform = source.splits["val"].transform
+    indices = {"train": candidates[train_part], "val": candidates[val_part]}
+    return {k: TensorImageDataset(images[idx], labels[idx], transform) for k, idx in indices.items()}, indices
+
+
+class UnlabelledData(L.LightningDataModule):
+    """Batches ``(x, y)`` of a pretraining pool of ``source`` (see :func:`pool_images`); modules ignore ``y``."""
+
+    def __init__(self, source: ImageClassificationData, pool: str = "all", val_fraction: float = 0.05,
+                 seed: int = 0, batch_size: int = 256, eval_batch_size: int = 512, num_workers: int = 0):
+        super().__init__()
+        self.source, self.pool, self.val_fraction, self.seed = source, pool, val_fraction, seed
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.images: dict[str, TensorImageDataset] = {}
+        self.pool_indices: dict[str, torch.Tensor] = {}
+        self.inputs: dict[str, TensorDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.images:
+            self.images, self.pool_indices = pool_images(self.source, self.pool, self.val_fraction, self.seed)
+            # the transform is deterministic: apply it once, not once per epoch
+            self.inputs = {k: TensorDataset(torch.stack([ds.transform(im) for im in ds.images]), ds.labels)
+                           for k, ds in self.images.items()}
+
+    def describe(self) -> dict:
+        self.setup()
+        return {"source": self.source.describe(), "pool": self.pool,
+                "pool_sizes": {k: len(v) for k, v in self.images.items()}, "seed": self.seed}
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.inputs["train"], batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return DataLoader(self.inputs["val"], batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
 
 class PairSampler(Sampler):
@@ -119,7 +190,7 @@ class PairData(L.LightningDataModule):
     Args:
         source: the labelled data module (its eval transform is applied to the pair images, so the
             pretrained encoder sees inputs standardised exactly as the classifier that reuses it will).
-        pool: "unused" (images the source leaves out of its splits) or "train" (its train/val splits).
+        pool: where the images come from (see :func:`pool_images`): "unused", "all" or "train".
         pairs_per_epoch: training pairs drawn per epoch (half same, half different).
         val_pairs: validation pairs (a fixed draw).
         val_fraction: with pool="unused", the share of the pool kept apart for validation pairs.
@@ -149,29 +220,8 @@ class PairData(L.LightningDataModule):
         self.pool_indices: dict[str, torch.Tensor] = {}
 
     def setup(self, stage: str | None = None) -> None:
-        if self.images:
-            return
-        self.source.setup()
-        if self.pool == "train":
-            self.images = {"train": self.source.splits["train"], "val": self.source.splits["val"]}
-            self.pool_indices = {k: self.source.split_indices[k] for k in ("train", "val")}
-            return
-        arrays = self.source.load_arrays()
-        keep, labels = select_classes(arrays.train_y, self.source.classes)
-        images = arrays.train_x[keep]
-        used = torch.cat(list(self.source.split_indices.values()))
-        free = torch.ones(len(labels), dtype=torch.bool)
-        free[used] = False
-        unused = torch.nonzero(free).flatten()
-        if len(unused) < 4:
-            raise LtrainError(
-                f"{self.source.name} leaves only {len(unused)} images outside its splits to make pairs from: "
-                "cap its train split (data.train_per_class) or use pool='train'"
-            )
-        train_part, val_part = stratified_split(labels[unused], [1.0, self.val_fraction], self.seed)
-        transform = self.source.splits["val"].transform
-        self.pool_indices = {"train": unused[train_part], "val": unused[val_part]}
-        self.images = {k: TensorImageDataset(images[idx], labels[idx], transform) for k, idx in self.pool_indices.items()}
+        if not self.images:
+            self.images, self.pool_indices = pool_images(self.source, self.pool, self.val_fraction, self.seed)
 
     def describe(self) -> dict:
         """Where the pairs come from: the source, the pool and its sizes (for zoo lineage and results)."""
