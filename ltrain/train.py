@@ -36,7 +36,8 @@ def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModu
     model = build_model(cfg.model, dm.num_classes, dm.input_shape)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     return ClassifierModule(model, dm.num_classes, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
-                            l1=cfg.get("l1", 0.0), l2=cfg.get("l2", 0.0))
+                            l1=cfg.get("l1", 0.0), l2=cfg.get("l2", 0.0),
+                            loss=cfg.get("loss", "cross_entropy"))
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:

@@ -15,7 +15,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ltrain.errors import LtrainError
 from ltrain.optim.lr_scheduler import LRSchedulerConfig
+
+
+def mse_on_probabilities(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the softmax probabilities and the one-hot targets (the chapter's MSE arm)."""
+    return F.mse_loss(logits.softmax(-1), F.one_hot(y, logits.shape[-1]).to(logits.dtype))
+
+
+LOSSES = {"cross_entropy": F.cross_entropy, "mse": mse_on_probabilities}
 
 
 class ClassifierModule(L.LightningModule):
@@ -27,6 +36,7 @@ class ClassifierModule(L.LightningModule):
         optimizer: a partial taking the parameter groups, e.g. ``functools.partial(torch.optim.Adam, lr=1e-3)``.
         scheduler: optional LR scheduler config (see :class:`LRSchedulerConfig`).
         l1, l2: penalty weights on parameters with more than one dimension (weights, not biases or BN).
+        loss: "cross_entropy" (the default) or "mse" (on softmax probabilities vs one-hot; trains slower).
     """
 
     def __init__(
@@ -37,6 +47,7 @@ class ClassifierModule(L.LightningModule):
         scheduler: LRSchedulerConfig | None = None,
         l1: float = 0.0,
         l2: float = 0.0,
+        loss: str = "cross_entropy",
     ):
         super().__init__()
         self.model = model
@@ -44,6 +55,9 @@ class ClassifierModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_config = scheduler
         self.l1, self.l2 = l1, l2
+        if loss not in LOSSES:
+            raise LtrainError(f"loss={loss!r} is not one of {sorted(LOSSES)}")
+        self.loss_name = loss
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -67,7 +81,7 @@ class ClassifierModule(L.LightningModule):
     def _step(self, batch, stage: str, metric) -> torch.Tensor:
         x, y = batch
         logits = self(x)
-        loss = F.cross_entropy(logits, y)
+        loss = LOSSES[self.loss_name](logits, y)
         metric(logits, y)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train", sync_dist=not on_step)
