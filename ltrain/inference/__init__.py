@@ -1,0 +1,26 @@
+"""Predictions with uncertainty: MC dropout (every dropout active, all else in eval) and its metrics."""
+
+from ltrain.inference.mc_dropout import MCPrediction, eval_mode_restored, mc_dropout
+from ltrain.inference.sites import DropoutSite, module_sites
+from ltrain.inference.uncertainty import (
+    brier,
+    classification_metrics,
+    expected_entropy,
+    mutual_information,
+    nll,
+    predictive_entropy,
+)
+
+__all__ = [
+    "DropoutSite",
+    "MCPrediction",
+    "brier",
+    "classification_metrics",
+    "eval_mode_restored",
+    "expected_entropy",
+    "mc_dropout",
+    "module_sites",
+    "mutual_information",
+    "nll",
+    "predictive_entropy",
+]
