@@ -93,6 +93,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "seed": cfg.seed,
         "model": cfg.model.name,
         "data": dm.describe(),
+        "input_shape": list(dm.input_shape),  # (C, H, W): with data.class_names, rebuilds the model (ltrain-zoo push)
         "run_dir": str(run_dir),
         "resumed_from": str(resume_from) if resume_from else None,
         "epochs": trainer.current_epoch,

@@ -429,15 +429,20 @@ def push_run(run_dir: str | Path, name: str, *, more_runs: Sequence[str | Path] 
         ckpt = next((p for p in (runs[0] / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")) if p.is_file()), None)
         if ckpt is None:
             raise LtrainError(f"no checkpoint in {runs[0] / 'checkpoints'}: was the run stopped before its first epoch?")
-    dm = build_datamodule(cfg)
+    if results[0].get("input_shape") and results[0].get("data", {}).get("class_names"):
+        dataset, input_shape = results[0]["data"], results[0]["input_shape"]  # no need to load the data again
+    else:
+        dm = build_datamodule(cfg)
+        dataset, input_shape = dm.describe(), dm.input_shape
+    num_classes = len(dataset["class_names"])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    model = build_model({**model_cfg, "pretrained": None}, dm.num_classes, dm.input_shape)
+    model = build_model({**model_cfg, "pretrained": None}, num_classes, tuple(input_shape))
     load_checked(model, read_weights_file(ckpt), origin=str(ckpt))
     metrics = {k: [r[k] for r in results] for k in ("test_acc", "test_loss", "best_val_acc")
                if all(r.get(k) is not None for r in results)}
     return (zoo or Zoo()).push(
-        model, name, model_cfg=model_cfg, num_classes=dm.num_classes, input_shape=dm.input_shape,
-        dataset=dm.describe(), metrics=metrics, seeds=[int(c.seed) for c in configs],
+        model, name, model_cfg=model_cfg, num_classes=num_classes, input_shape=input_shape,
+        dataset=dataset, metrics=metrics, seeds=[int(c.seed) for c in configs],
         config=OmegaConf.to_container(cfg, resolve=False), parent=parent, pretrained=model_cfg.get("pretrained"),
         description=description, overwrite=overwrite,
     )
