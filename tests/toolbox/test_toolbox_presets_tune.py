@@ -31,6 +31,17 @@ def test_every_optimizer_option_instantiates_with_the_chapter_hyperparameters(na
     assert {k: (tuple(g[k]) if isinstance(g[k], list) else g[k]) for k in expected} == expected
 
 
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_state_loads_back_with_weights_only(name, tmp_path):
+    param = torch.nn.Parameter(torch.ones(3))
+    opt = instantiate(compose_config(f"optimizer={name}").optimizer)([param])
+    param.grad = torch.ones(3)
+    opt.step()
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    loaded = torch.load(tmp_path / "opt.pt", weights_only=True)  # what resuming a checkpoint does
+    assert loaded["param_groups"][0]["lr"] == opt.param_groups[0]["lr"]
+
+
 @pytest.mark.parametrize("name", ["power", "exponential", "piecewise", "plateau", "one_cycle"])
 def test_every_scheduler_option_builds_a_torch_scheduler(name):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
