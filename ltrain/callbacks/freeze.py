@@ -335,7 +335,7 @@ def _resolve(phase: Phase, groups: list[LayerGroup], model: nn.Module | None = N
     wanted = [spec] if isinstance(spec, str) else list(spec)
     unknown = [w for w in wanted if w not in names]
     if unknown:
-        hints = sorted({m for w in unknown for m in close_matches(w, names)})
+        hints = list(dict.fromkeys(m for w in unknown for m in close_matches(w, names, n=3)))
         raise fail(f"unknown group(s) {unknown}" + (f" (close: {hints})" if hints else "")
                    + "; use 'head', 'all', 'top:K' or group names")
     if not wanted:
