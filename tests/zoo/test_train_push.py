@@ -43,3 +43,28 @@ def test_a_run_pushes_its_model_and_a_fine_tuned_run_records_its_parent(cfg_fact
     capsys.readouterr()
     assert zoo_cli(["show", "digits59"]) == 0
     assert "lineage:     digits59 <- digits04  (started from zoo:digits04)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.ddp
+def test_under_ddp_only_rank_zero_pushes(tmp_path):
+    """2 CPU processes (gloo): one entry lands; a second writer would fail the run with 'entry exists'."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ltrain.models.pretrained import read_weights_file
+
+    ltrain_bin = Path(sys.executable).parent / "ltrain"
+    env = {**os.environ, "LTRAIN_RUNS": str(tmp_path / "runs")}
+    out = subprocess.run([str(ltrain_bin), "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
+                          "data.batch_size=32", "model.hidden=[32]", "plots=false", "zoo.push=ddp_entry"],
+                         capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    zoo = Zoo()
+    assert zoo.names() == ["ddp_entry"] and zoo.verify("ddp_entry")[0].ok
+    assert len(list((zoo.home / "models" / "ddp_entry").iterdir())) == 1
+    (best,) = (tmp_path / "runs").rglob("best.ckpt")
+    stored, trained = zoo.load_state_dict("ddp_entry"), read_weights_file(best)
+    assert stored.keys() == trained.keys() and all(torch.equal(stored[k], trained[k]) for k in stored)
