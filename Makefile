@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ltrain trainer.enable_progress_bar=false
+	$(BIN)/ltrain recipe=mnist_transfer trainer.enable_progress_bar=false
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

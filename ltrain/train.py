@@ -48,6 +48,8 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.get("freeze"):
         callbacks.append(instantiate(cfg.freeze, _convert_="all"))
+    if cfg.get("cache"):  # after the schedule: the cache looks at what it froze
+        callbacks.append(instantiate(cfg.cache, _convert_="all"))
     return callbacks
 
 
@@ -62,7 +64,7 @@ def hardware() -> str:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
-    from ltrain.resume import find_resume_point
+    from ltrain.resume import check_checkpoint, find_resume_point
 
     apply_preset(cfg)  # a preset refuses contradictory overrides before any work
     check_model_name(cfg.model.name)  # fail before loading any data
@@ -73,6 +75,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     dm = build_datamodule(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # model init independent of data loading
     module = build_module(cfg, dm)
+    if resume_from is not None:
+        check_checkpoint(resume_from, module)
     checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
                                  save_last=True, auto_insert_metric_name=False)
     logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")

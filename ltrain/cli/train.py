@@ -9,18 +9,37 @@ from omegaconf import DictConfig
 from ltrain.cli.common import CONFIG_PATH, exit_on_user_error
 
 
+def _pin_run_dir() -> str:
+    """The run directory, resolved once and written back into Hydra's config.
+
+    Lightning's DDP launcher starts the other ranks with ``hydra.run.dir=<HydraConfig run.dir>``, which
+    re-resolves ``${now:...}``: a second later it names a new directory. Pinning the resolved path makes
+    every rank write into ONE run directory.
+    """
+    from omegaconf import OmegaConf
+
+    hc = HydraConfig.get()
+    run_dir = hc.runtime.output_dir
+    OmegaConf.set_readonly(hc, False)
+    hc.run.dir = run_dir
+    OmegaConf.set_readonly(hc, True)
+    return run_dir
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     from ltrain.recipes import recipe_runner, run_recipe
     from ltrain.train import train
 
-    run_dir = HydraConfig.get().runtime.output_dir
+    run_dir = _pin_run_dir()
     if recipe_runner(cfg) is not None:
         results = run_recipe(cfg, run_dir)
         for arm, metrics in results.get("arms", {}).items():
-            print(f"{arm}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-        print(f"(run directory: {run_dir})")
+            print(f"{arm:>20}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if results.get("zoo_entry"):
+            print(f"zoo entry: {results['zoo_entry']}  (ltrain-zoo show {results['zoo_entry']})")
+        print(f"run directory: {run_dir}  (learning_curves.png in each arm's folder)")
         return None
     results = train(cfg, run_dir)
     if results["trainer"].is_global_zero:
