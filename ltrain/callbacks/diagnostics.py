@@ -219,7 +219,12 @@ class TrainingDiagnostics(Callback):
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
         lrs = ", ".join(f"{lr:g}" for lr in learning_rates(trainer))
-        what = "NaN/inf" if not math.isfinite(loss) else f"{loss:.4g}, more than {self.explode_factor:g}x its start ({self.initial_loss:.4g})"
+        if not bad:
+            what = "NaN/inf or exploding on another rank"
+        elif not math.isfinite(loss):
+            what = "NaN/inf"
+        else:
+            what = f"{loss:.4g}, more than {self.explode_factor:g}x its start ({self.initial_loss:.4g})"
         self.stop_message = (f"training diverged at step {trainer.global_step}: the loss is {what}. "
                              f"The learning rate (lr={lrs}) is too high: lower optimizer.lr (e.g. 10x smaller) "
                              "or find one with: ltrain tune=lr_find")

@@ -107,3 +107,18 @@ def test_lr_find_writes_the_loss_vs_lr_plot_and_a_suggested_rate(tmp_path):
     assert 1e-6 < report["suggested_lr"] < 10 and len(report["points"]) >= 20
     assert results["lr_find"]["applied"] and results["module"].optimizer_factory.keywords["lr"] == report["suggested_lr"]
     assert results["trainer"].global_step == 0  # the finder restored the model; no fit with tune.fit=false
+
+
+def test_low_latency_model_folds_every_batch_norm_for_export():
+    from ltrain.export import fold_batchnorm
+
+    _, net, _ = built("preset=low_latency")
+    net.eval()
+    with torch.no_grad():  # non-trivial BN statistics
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 2)
+    x = torch.randn(8, 1, 28, 28)
+    folded, report = fold_batchnorm(net, x)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.modules()) and not report.skipped
+    torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-5)
