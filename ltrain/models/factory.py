@@ -54,6 +54,10 @@ def build_model(cfg: DictConfig | dict[str, Any], num_classes: int, input_shape:
         from ltrain.models.pretrained import load_pretrained
 
         load_pretrained(model, str(cfg["pretrained"]), arch=name)
+    if cfg.get("surgery"):
+        from ltrain.models.surgery import apply_surgery
+
+        apply_surgery(model, num_classes, input_shape, **cfg["surgery"])
     return model
 
 
