@@ -17,14 +17,14 @@ def exit_on_user_error(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from hydra.errors import InstantiationError
+        from hydra.errors import InstantiationException
 
         try:
             return fn(*args, **kwargs)
         except LtrainError as e:
             print(f"ltrain: error: {e}", file=sys.stderr)
             sys.exit(2)
-        except InstantiationError as e:  # a config value the target class refused (wrong type, bad name)
+        except InstantiationException as e:  # a config value the target class refused (wrong type, bad name)
             print(f"ltrain: error: bad config value: {e}\n  Check the value with: ltrain --cfg job", file=sys.stderr)
             sys.exit(2)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
@@ -28,7 +30,7 @@ def _pin_run_dir() -> str:
 
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 @exit_on_user_error
-def main(cfg: DictConfig) -> float | None:
+def train_app(cfg: DictConfig) -> float | None:
     from ltrain.recipes import recipe_runner, run_recipe
     from ltrain.train import train
 
@@ -45,7 +47,17 @@ def main(cfg: DictConfig) -> float | None:
     if results["trainer"].is_global_zero:
         acc = results.get("test_acc")
         print(f"test accuracy: {acc:.4f}" if acc is not None else "done", f"(run directory: {results['run_dir']})")
-    return results.get("test_acc")  # the value an Optuna sweep optimises
+    return results.get("best_val_acc")  # what an Optuna sweep maximises: validation, never test
+
+
+def main() -> float | None:
+    """``ltrain [overrides]`` trains; ``ltrain groups [overrides]`` prints the model's layer groups instead."""
+    if len(sys.argv) > 1 and sys.argv[1] == "groups":
+        from ltrain.cli.groups import main as groups_main
+
+        del sys.argv[1]
+        return groups_main()
+    return train_app()
 
 
 if __name__ == "__main__":
