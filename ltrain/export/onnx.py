@@ -7,6 +7,8 @@ max difference to eager PyTorch, how many BatchNormalization nodes are left) and
 from __future__ import annotations
 
 import collections
+import contextlib
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,25 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
     else:
         kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter_logs():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example_input,), str(path), dynamo=dynamo, external_data=False, **kwargs)
+        torch.onnx.export(model, (example_input,), str(path), dynamo=dynamo, external_data=False, verbose=False,
+                          **kwargs)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs():
+    """The dynamo exporter's optimiser logs every rewrite at INFO (which Hydra's job logging prints)."""
+    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def onnx_op_counts(path: str | Path) -> collections.Counter:

@@ -108,3 +108,23 @@ def test_low_precision_model_folds_in_fp32_and_matches_the_unfolded_model_in_tha
     rel = ((got - want).abs().max() / want.abs().max()).item()
     assert rel < {torch.float16: 5e-3, torch.bfloat16: 4e-2}[dtype], rel
     assert report.rel_diff == pytest.approx(rel, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", bench_models())
+def test_folded_bench_model_exports_to_onnx_without_the_folded_batch_norms(name, tmp_path):
+    """Each folded list model in ONNX Runtime: max difference <= 1e-4 vs PyTorch, and no BatchNormalization
+    node except for a BN the fold report left (pre-activation BN that no exact fold removes)."""
+    from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff
+
+    model = randomize_batchnorm_(timm.create_model(name, pretrained=False), seed=0).eval()
+    size = 96 if name == "inception_v3" else 64
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    folded, report = fold_batchnorm(model, x)
+    path = export_onnx(folded, x, tmp_path / f"{name}.onnx")
+    bn_nodes = onnx_op_counts(path).get("BatchNormalization", 0)
+    diff, scale = ort_max_diff(path, folded, torch.randn(2, 3, size, size))
+    print(f"{name}: BN nodes {bn_nodes}, BN left by the fold {len(report.skipped)}, ORT max diff {diff:.2e} "
+          f"(output scale {scale:.3g})")
+    assert bn_nodes <= len(report.skipped)
+    assert diff <= 1e-4 * max(scale, 1.0)

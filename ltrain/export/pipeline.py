@@ -1,0 +1,193 @@
+"""What ``ltrain-export`` does, as plain functions: load a model, fold its BatchNorm, export, check, time, report.
+
+``export_model(model, example_input, out_dir)`` works on any network (the ``low_latency`` preset or a user's
+script can call it after training); ``export(cfg, out_dir)`` first loads the model the config names: a timm
+architecture, a zoo entry (``zoo:NAME``) or a checkpoint file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ltrain.errors import LtrainError
+from ltrain.export.fold import fold_batchnorm
+from ltrain.export.latency import interleaved_latency
+from ltrain.io import atomic_write_json
+
+
+def export(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
+    """Load ``cfg.source``, then :func:`export_model` it into ``out_dir`` with the config's options."""
+    model, input_shape, origin = load_source(cfg)
+    size = tuple(cfg.input_size) if cfg.get("input_size") else tuple(input_shape[1:])
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    example = torch.randn(1, input_shape[0], *size, generator=gen)
+    results = export_model(
+        model, example, out_dir,
+        fold=cfg.fold, tolerance=cfg.tolerance, onnx=cfg.onnx.enabled, dynamo=cfg.onnx.dynamo,
+        opset=cfg.onnx.opset, ort_level=cfg.onnx.ort_level, compare_unfolded=cfg.compare_unfolded,
+        torch_export=cfg.torch_export, latency_batches=list(cfg.latency.batch_sizes),
+        latency_repeats=cfg.latency.repeats, latency_warmup=cfg.latency.warmup,
+    )
+    results["source"] = origin
+    atomic_write_json(Path(out_dir) / "export.json", results)
+    return results
+
+
+def load_source(cfg: DictConfig) -> tuple[nn.Module, tuple[int, int, int], str]:
+    """(model in eval mode, its input shape (C, H, W), where it came from) for ``cfg.source``."""
+    from ltrain.models.factory import build_model
+
+    source = str(cfg.source)
+    if source.startswith("zoo:"):
+        from ltrain import zoo
+
+        name = source[len("zoo:"):]
+        entry = zoo.Zoo().get(name)
+        return zoo.load_model(name), tuple(entry.input_shape), source
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if _is_path(source):
+        return *_load_checkpoint(cfg, model_cfg, Path(source).expanduser()), source
+    model_cfg["name"] = source
+    shape = _input_shape(model_cfg["name"], cfg)
+    model = build_model(model_cfg, int(cfg.num_classes or 1000), shape)
+    return model.eval(), shape, f"{source} ({'weights: ' + str(model_cfg['pretrained']) if model_cfg.get('pretrained') else 'random weights'})"
+
+
+def _is_path(source: str) -> bool:
+    return any(sep in source for sep in ("/", "\\")) or Path(source).suffix in (".ckpt", ".safetensors", ".pt", ".pth")
+
+
+def _input_shape(name: str, cfg: DictConfig) -> tuple[int, int, int]:
+    import timm
+
+    size = (224, 224)
+    if name != "mlp":
+        size = tuple(timm.get_pretrained_cfg(name.split(".", 1)[0]).input_size[1:]) if timm.is_model(name) else size
+    return (int(cfg.in_chans), *size)
+
+
+def _load_checkpoint(cfg: DictConfig, model_cfg: dict, path: Path) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The ``model.name`` architecture with the checkpoint's weights; the classes come from its classifier."""
+    from ltrain.models.factory import build_model
+    from ltrain.models.pretrained import classifier_keys, load_checked, read_weights_file
+
+    state = read_weights_file(path)
+    shape = _input_shape(model_cfg["name"], cfg)
+    probe = build_model({**model_cfg, "pretrained": None}, 1000, shape)
+    heads = [f"{k}.weight" for k in classifier_keys(probe) if f"{k}.weight" in state]
+    num_classes = int(cfg.num_classes or (state[heads[0]].shape[0] if heads else 1000))
+    model = build_model({**model_cfg, "pretrained": None}, num_classes, shape)
+    skipped = load_checked(model, state, origin=str(path))
+    if skipped:
+        raise LtrainError(
+            f"{path}: its classifier does not fit model.name={model_cfg['name']} with num_classes={num_classes} "
+            f"(keys {skipped}).\n  Set num_classes= to the checkpoint's number of classes."
+        )
+    return model.eval(), shape
+
+
+def export_model(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    out_dir: str | Path,
+    *,
+    fold: bool = True,
+    tolerance: float = 1e-4,
+    onnx: bool = True,
+    dynamo: bool = True,
+    opset: int | None = None,
+    ort_level: str = "all",
+    compare_unfolded: bool = True,
+    torch_export: bool = False,
+    latency_batches: list[int] = (1,),
+    latency_repeats: int = 10,
+    latency_warmup: int = 2,
+) -> dict[str, Any]:
+    """Fold (optionally), export to ONNX and check it in ONNX Runtime; time before/after; print and return a report.
+
+    Raises if the folded model or the ONNX file differs from the original by more than ``tolerance`` times
+    the output scale: an export that is not proven equal is not handed over.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    original = model.eval()
+    results: dict[str, Any] = {"input_shape": list(example_input.shape[1:])}
+    if fold:
+        deployed, report = fold_batchnorm(original, example_input)
+        results["fold"] = report.to_dict()
+        print(report.summary())
+        if not report.rel_diff <= tolerance:
+            raise RuntimeError(f"folded model differs from the original by {report.rel_diff:.3g} (relative) > {tolerance}")
+    else:
+        deployed = original
+
+    check_input = torch.randn(2, *example_input.shape[1:], generator=torch.Generator().manual_seed(1)).to(example_input)
+    variants = {"unfolded": original, "folded": deployed} if fold and compare_unfolded else {"model": deployed}
+    eager = {}
+    for batch in latency_batches:
+        x = torch.randn(batch, *example_input.shape[1:]).to(example_input)
+        with torch.inference_mode():
+            t = interleaved_latency({k: (lambda m=m: m(x)) for k, m in variants.items()}, latency_repeats, latency_warmup)
+        eager[str(batch)] = {k: v * 1e3 for k, v in t.items()}
+    results["eager_latency_ms"] = eager
+
+    if onnx:
+        results["onnx"] = _export_and_check(variants, example_input, check_input, out_dir, dynamo=dynamo, opset=opset,
+                                            ort_level=ort_level, tolerance=tolerance, batches=latency_batches,
+                                            repeats=latency_repeats, warmup=latency_warmup)
+    if torch_export:
+        from ltrain.export.onnx import torch_export_batch_norms
+
+        program = torch.export.export(deployed, (example_input,))
+        torch.export.save(program, str(out_dir / "model.pt2"))
+        results["torch_export"] = {"file": str(out_dir / "model.pt2"),
+                                   "batch_norm_ops": torch_export_batch_norms(deployed, example_input)}
+    _print_summary(results)
+    return results
+
+
+def _export_and_check(variants: dict[str, nn.Module], example: torch.Tensor, check: torch.Tensor, out_dir: Path, *,
+                      dynamo: bool, opset: int | None, ort_level: str, tolerance: float, batches: list[int],
+                      repeats: int, warmup: int) -> dict[str, Any]:
+    from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff, ort_session
+
+    files, info = {}, {}
+    for tag, m in variants.items():
+        path = out_dir / ("model.onnx" if tag in ("folded", "model") else f"model_{tag}.onnx")
+        files[tag] = export_onnx(m, example, path, dynamo=dynamo, opset=opset)
+        diff, scale = ort_max_diff(path, m, check, level=ort_level)
+        counts = onnx_op_counts(path)
+        info[tag] = {"file": str(path), "bytes": path.stat().st_size, "max_abs_diff": diff, "output_scale": scale,
+                     "batch_norm_nodes": counts.get("BatchNormalization", 0), "nodes": sum(counts.values())}
+        if not diff <= tolerance * max(scale, 1.0):
+            raise RuntimeError(f"ONNX Runtime output of {path} differs from PyTorch by {diff:.3g} "
+                               f"(output scale {scale:.3g}, tolerance {tolerance} x max(scale, 1))")
+    latency = {}
+    for batch in batches:
+        feed = torch.randn(batch, *example.shape[1:]).numpy()
+        sessions = {tag: ort_session(p, ort_level) for tag, p in files.items()}
+        t = interleaved_latency({tag: (lambda s=s: s.run(None, {s.get_inputs()[0].name: feed}))
+                                 for tag, s in sessions.items()}, repeats, warmup)
+        latency[str(batch)] = {k: v * 1e3 for k, v in t.items()}
+    return {"files": info, "ort_level": ort_level, "ort_latency_ms": latency}
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    for batch, t in results["eager_latency_ms"].items():
+        print(f"PyTorch latency, batch {batch}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in t.items()))
+    onnx = results.get("onnx")
+    if onnx:
+        for tag, i in onnx["files"].items():
+            print(f"ONNX {tag}: {i['file']} ({i['bytes'] / 1e6:.2f} MB, {i['batch_norm_nodes']} BatchNormalization "
+                  f"nodes), max |ONNX Runtime - PyTorch| = {i['max_abs_diff']:.2e}")
+        for batch, t in onnx["ort_latency_ms"].items():
+            print(f"ONNX Runtime latency ({onnx['ort_level']} optimisations), batch {batch}: "
+                  + ", ".join(f"{k} {v:.2f} ms" for k, v in t.items()))
+    if "torch_export" in results:
+        te = results["torch_export"]
+        print(f"torch.export: {te['file']} ({te['batch_norm_ops']} batch_norm ops)")

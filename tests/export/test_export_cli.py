@@ -1,0 +1,118 @@
+"""ltrain-export: the composed config, each model source (timm name, checkpoint, zoo entry), ONNX checked in ORT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import timm
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from ltrain.errors import LtrainError
+from ltrain.export.onnx import onnx_op_counts, torch_export_batch_norms
+from ltrain.export.pipeline import export, export_model, load_source
+from ltrain.export.stats import randomize_batchnorm_
+from ltrain.paths import conf_dir
+
+FAST = ["latency.repeats=1", "latency.warmup=0", "input_size=[32,32]"]
+
+
+def export_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return compose("export", overrides=[*FAST, *overrides])
+
+
+def test_export_config_composes_and_defaults_to_folding():
+    cfg = export_config("source=resnet18")
+    assert cfg.fold is True and cfg.onnx.enabled is True and cfg.tolerance == 1e-4
+    assert cfg.model.name == "resnet18" and cfg.source == "resnet18"
+    assert OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+def test_timm_model_exports_folded_to_onnx_that_onnx_runtime_runs_like_pytorch(tmp_path):
+    """The default suite's ONNX proof: BatchNormAct2d model -> folded -> ONNX (batch 1) -> ORT on batch 2."""
+    cfg = export_config("source=test_efficientnet", "torch_export=true", "compare_unfolded=false")
+    results = export(cfg, tmp_path)
+    fold = results["fold"]
+    assert fold["folded"] == fold["total"] > 0 and fold["rel_diff"] <= 1e-4
+    onnx_file = results["onnx"]["files"]["model"]
+    assert onnx_file["batch_norm_nodes"] == 0 and onnx_op_counts(tmp_path / "model.onnx")["Conv"] > 0
+    assert onnx_file["max_abs_diff"] <= 1e-4 and onnx_file["output_scale"] > 0
+    assert results["torch_export"]["batch_norm_ops"] == 0 and (tmp_path / "model.pt2").is_file()
+    assert set(results["onnx"]["ort_latency_ms"]["1"]) == set(results["eager_latency_ms"]["1"]) == {"model"}
+    saved = json.loads((tmp_path / "export.json").read_text())
+    assert saved["fold"]["folded"] == fold["folded"] and saved["source"].startswith("test_efficientnet")
+
+
+def test_export_refuses_an_onnx_file_that_differs_from_pytorch(tmp_path):
+    """The ORT check can fail: with a zero tolerance the (tiny, float) ONNX Runtime difference is refused."""
+    model = randomize_batchnorm_(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+                                                     torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 3)))
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export_model(model, torch.randn(1, 3, 16, 16), tmp_path, fold=False, tolerance=0.0, latency_repeats=1)
+
+
+@pytest.mark.slow
+def test_export_times_unfolded_and_folded_side_by_side(tmp_path):
+    results = export(export_config("source=resnet18", "latency.batch_sizes=[1,8]", "latency.repeats=3"), tmp_path)
+    for batch in ("1", "8"):
+        assert set(results["onnx"]["ort_latency_ms"][batch]) == {"unfolded", "folded"}
+    files = results["onnx"]["files"]
+    print({k: (v["bytes"], v["batch_norm_nodes"], v["max_abs_diff"]) for k, v in files.items()}, results["onnx"])
+
+
+def test_unfolded_model_keeps_batch_norm_in_torch_export():
+    """The torch.export count is real: an unfolded model shows its BN ops there."""
+    model = randomize_batchnorm_(timm.create_model("test_resnet")).eval()
+    assert torch_export_batch_norms(model, torch.randn(1, 3, 32, 32)) == sum(
+        isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_checkpoint_source_rebuilds_the_architecture_with_its_classes(tmp_path):
+    trained = randomize_batchnorm_(timm.create_model("test_resnet", num_classes=7, in_chans=1)).eval()
+    path = tmp_path / "weights.safetensors"
+    save_file(trained.state_dict(), str(path))
+    cfg = export_config(f"source={path}", "model.name=test_resnet", "in_chans=1", "onnx.enabled=false")
+    model, shape, origin = load_source(cfg)
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), trained(x))  # classes inferred from the checkpoint's classifier: 7
+    results = export(cfg, tmp_path / "out")
+    assert results["source"] == str(path) and results["fold"]["folded"] == results["fold"]["total"]
+
+
+def test_checkpoint_with_other_classes_than_asked_is_refused(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    save_file(timm.create_model("test_resnet", num_classes=7).state_dict(), str(path))
+    with pytest.raises(LtrainError, match="num_classes"):
+        load_source(export_config(f"source={path}", "model.name=test_resnet", "num_classes=3"))
+
+
+def test_zoo_entry_source_loads_the_catalogued_model(tmp_path):
+    from ltrain.zoo import Zoo
+
+    trained = randomize_batchnorm_(timm.create_model("test_resnet", num_classes=4)).eval()
+    Zoo().push(trained, "tiny", model_cfg={"name": "test_resnet"}, num_classes=4, input_shape=[3, 32, 32])
+    cfg = export_config("source=zoo:tiny", "onnx.enabled=false", "input_size=null")
+    model, shape, origin = load_source(cfg)
+    assert shape == (3, 32, 32) and origin == "zoo:tiny"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), trained(x))
+    assert export(cfg, tmp_path)["input_shape"] == [3, 32, 32]
+
+
+def test_unknown_model_name_is_a_clear_error_with_close_matches():
+    with pytest.raises(LtrainError, match="resnet18"):
+        load_source(export_config("source=resnet18x"))
+
+
+def test_cli_prints_a_clean_error_for_bad_input(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ltrain.cli.export", "source=resnet18x", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "unknown model 'resnet18x'" in proc.stderr and "Traceback" not in proc.stderr
