@@ -1,7 +1,8 @@
 """Lightning callbacks that compose with any LightningModule and any strategy."""
 
+from ltrain.callbacks.cache import FrozenFeatureCache
 from ltrain.callbacks.diagnostics import TrainingDiagnostics
 from ltrain.callbacks.freeze import FreezeSchedule, Phase, Plateau
 from ltrain.callbacks.max_norm import MaxNorm
 
-__all__ = ["FreezeSchedule", "MaxNorm", "Phase", "Plateau", "TrainingDiagnostics"]
+__all__ = ["FreezeSchedule", "FrozenFeatureCache", "MaxNorm", "Phase", "Plateau", "TrainingDiagnostics"]
