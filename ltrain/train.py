@@ -20,7 +20,7 @@ from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
 from ltrain.presets import apply_preset
-from ltrain.zoo import check_push, push_trained
+from ltrain.zoo import check_push, preprocessing_of, push_trained
 
 
 def build_datamodule(cfg: DictConfig) -> ImageClassificationData:
@@ -98,6 +98,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "model": cfg.model.name,
         "data": dm.describe(),
         "input_shape": list(dm.input_shape),  # (C, H, W): with data.class_names, rebuilds the model (ltrain-zoo push)
+        "preprocessing": preprocessing_of(dm),  # mean/std the inputs were standardised with (zoo entries record it)
         "run_dir": str(run_dir),
         "resumed_from": str(resume_from) if resume_from else None,
         "epochs": trainer.current_epoch,

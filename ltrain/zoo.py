@@ -89,6 +89,7 @@ class ZooEntry:
     parent: str | None = None              # the zoo entry it was fine-tuned from (lineage)
     pretrained: str | None = None          # the weight source it started from (zoo:X, imagenet_lite0, a path...)
     dataset: dict[str, Any] = field(default_factory=dict)   # name, classes, class names, sizes
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # mean/std the inputs were standardised with
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {mean, std, n, values}
     seeds: list[int] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)    # the run config that produced it
@@ -289,6 +290,7 @@ class Zoo:
         num_classes: int | None = None,
         input_shape: Sequence[int],
         dataset: Mapping[str, Any] | None = None,
+        preprocessing: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float | Sequence[float]] | None = None,
         seeds: Sequence[int] = (),
         config: Mapping[str, Any] | None = None,
@@ -301,7 +303,8 @@ class Zoo:
 
         ``model_cfg`` is the model config group (``name`` + its keys) that rebuilds the network with
         ``build_model``; for a timm model it may be omitted (taken from the model's ``pretrained_cfg``).
-        ``metrics`` maps a metric to its value, or its values over ``seeds``. ``parent`` is the entry it
+        ``preprocessing`` is ``{mean, std}`` of the inputs (pixels in [0, 1]; timm's convention), written into
+        timm's ``config.json`` so timm's own transforms prepare inputs the way training did. ``metrics`` maps a metric to its value, or its values over ``seeds``. ``parent`` is the entry it
         was fine-tuned from (lineage); when None and ``pretrained`` is ``zoo:X``, the parent is X.
         """
         check_name(name)
@@ -318,13 +321,15 @@ class Zoo:
         version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
         staging = self.home / "models" / name / f".tmp-{os.getpid()}-{version}"
         try:
-            _write_model_folder(model, model_cfg, num_classes, list(input_shape), staging)
+            preprocessing = _plain(dict(preprocessing or {}))
+            _write_model_folder(model, model_cfg, num_classes, list(input_shape), preprocessing, staging)
             files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(staging.iterdir())}
             entry = ZooEntry(
                 name=name, architecture=model_cfg["name"].split(".", 1)[0], model=model_cfg, num_classes=num_classes,
                 input_shape=[int(s) for s in input_shape], folder=f"models/{name}/{version}", files=files,
                 created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), description=description or "",
                 parent=parent, pretrained=str(pretrained) if pretrained else None, dataset=_plain(dict(dataset or {})),
+                preprocessing=preprocessing,
                 metrics=summarize_metrics(metrics or {}), seeds=[int(s) for s in seeds], config=_plain(dict(config or {})),
                 versions=_versions(),
             )
@@ -394,7 +399,8 @@ def push_trained(cfg: Any, model: nn.Module, datamodule: Any, results: Mapping[s
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     return Zoo().push(
         model, str(zoo_cfg.push), model_cfg=model_cfg, num_classes=datamodule.num_classes,
-        input_shape=datamodule.input_shape, dataset=datamodule.describe(), metrics=metrics, seeds=[int(cfg.seed)],
+        input_shape=datamodule.input_shape, dataset=datamodule.describe(), preprocessing=preprocessing_of(datamodule),
+        metrics=metrics, seeds=[int(cfg.seed)],
         config=config, parent=zoo_cfg.get("parent"), pretrained=model_cfg.get("pretrained"),
         description=zoo_cfg.get("description") or "", overwrite=bool(zoo_cfg.get("overwrite", False)),
     )
@@ -429,11 +435,11 @@ def push_run(run_dir: str | Path, name: str, *, more_runs: Sequence[str | Path] 
         ckpt = next((p for p in (runs[0] / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")) if p.is_file()), None)
         if ckpt is None:
             raise LtrainError(f"no checkpoint in {runs[0] / 'checkpoints'}: was the run stopped before its first epoch?")
-    if results[0].get("input_shape") and results[0].get("data", {}).get("class_names"):
-        dataset, input_shape = results[0]["data"], results[0]["input_shape"]  # no need to load the data again
-    else:
+    if all(results[0].get(k) is not None for k in ("input_shape", "preprocessing", "data")):
+        dataset, input_shape, prep = results[0]["data"], results[0]["input_shape"], results[0]["preprocessing"]
+    else:  # a run from before results.json recorded these: load its data again
         dm = build_datamodule(cfg)
-        dataset, input_shape = dm.describe(), dm.input_shape
+        dataset, input_shape, prep = dm.describe(), dm.input_shape, preprocessing_of(dm)
     num_classes = len(dataset["class_names"])
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model = build_model({**model_cfg, "pretrained": None}, num_classes, tuple(input_shape))
@@ -442,13 +448,22 @@ def push_run(run_dir: str | Path, name: str, *, more_runs: Sequence[str | Path] 
                if all(r.get(k) is not None for r in results)}
     return (zoo or Zoo()).push(
         model, name, model_cfg=model_cfg, num_classes=num_classes, input_shape=input_shape,
-        dataset=dataset, metrics=metrics, seeds=[int(c.seed) for c in configs],
+        dataset=dataset, preprocessing=prep, metrics=metrics, seeds=[int(c.seed) for c in configs],
         config=OmegaConf.to_container(cfg, resolve=False), parent=parent, pretrained=model_cfg.get("pretrained"),
         description=description, overwrite=overwrite,
     )
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
+def preprocessing_of(datamodule: Any) -> dict[str, Any]:
+    """Mean/std (and resize) of ltrain's evaluation transform, in timm's terms."""
+    transform = getattr(datamodule, "splits", {}).get("val")
+    transform = getattr(transform, "transform", None)
+    if transform is None or not hasattr(transform, "mean"):
+        return {}
+    return {"mean": list(transform.mean), "std": list(transform.std), "interpolation": "bilinear", "crop_pct": 1.0}
+
+
 def _model_cfg(model: nn.Module, model_cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     if model_cfg is not None:
         cfg = _plain(dict(model_cfg))
@@ -470,13 +485,14 @@ def _num_classes(model: nn.Module) -> int:
 
 
 def _write_model_folder(model: nn.Module, model_cfg: dict[str, Any], num_classes: int, input_shape: list[int],
-                        folder: Path) -> None:
+                        preprocessing: dict[str, Any], folder: Path) -> None:
     """``config.json`` + ``model.safetensors``: timm's ``save_for_hf`` for timm models, the same layout for the MLP."""
     folder.mkdir(parents=True)
     if model_cfg["name"] != "mlp" and hasattr(model, "pretrained_cfg"):
         from timm.models import save_for_hf
 
-        save_for_hf(model, str(folder), safe_serialization=True, data_config={"input_size": tuple(input_shape)})
+        data_config = {"input_size": tuple(input_shape), **preprocessing}
+        save_for_hf(model, str(folder), safe_serialization=True, data_config=data_config)
     else:
         from safetensors.torch import save_file
 
@@ -484,6 +500,7 @@ def _write_model_folder(model: nn.Module, model_cfg: dict[str, Any], num_classes
         save_file(state, str(folder / WEIGHTS_FILE))
         info = {"architecture": "mlp", "num_classes": num_classes, "library": "ltrain",
                 "model_args": {k: v for k, v in model_cfg.items() if k != "name"}, "input_size": input_shape,
+                **preprocessing,
                 "note": "an ltrain MLP: rebuild with ltrain.zoo.load_model (timm's local-dir: cannot build it)"}
         (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
     for path in folder.iterdir():

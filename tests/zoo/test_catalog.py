@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -45,7 +46,8 @@ def test_push_list_show_load_gives_identical_outputs(tmp_path, capsys):
     zoo = Zoo()
     push_tiny(zoo, "base", seed=1, metrics={"test_acc": [0.90, 0.92]}, seeds=[0, 1], description="the parent")
     model = push_tiny(zoo, "child", seed=2, parent="base", metrics={"test_acc": 0.8}, seeds=[0],
-                      dataset={"dataset": "digits", "class_names": list("abcde")})
+                      dataset={"dataset": "digits", "class_names": list("abcde")},
+                      preprocessing={"mean": [0.13], "std": [0.31]})
 
     assert zoo_cli(["list"]) == 0
     listing = capsys.readouterr().out
@@ -60,6 +62,8 @@ def test_push_list_show_load_gives_identical_outputs(tmp_path, capsys):
     assert entry["parent"] == "base" and entry["architecture"] == "test_resnet" and entry["num_classes"] == 5
     assert entry["files"]["model.safetensors"]["size"] == (zoo.folder("child") / "model.safetensors").stat().st_size
     assert set(entry["versions"]) == {"ltrain", "torch", "timm", "lightning"}
+    timm_cfg = json.loads((zoo.folder("child") / "config.json").read_text())["pretrained_cfg"]
+    assert timm_cfg["mean"] == [0.13] and timm_cfg["std"] == [0.31] and timm_cfg["input_size"] == list(INPUT)
 
     x = torch.randn(4, *INPUT)
     with torch.no_grad():

@@ -22,6 +22,8 @@ def test_a_run_pushes_its_model_and_a_fine_tuned_run_records_its_parent(cfg_fact
     assert a["zoo_entry"] == "digits04" and entry.description == "digits 0-4"
     assert entry.metrics["test_acc"]["values"] == [a["test_acc"]] and entry.seeds == [0]
     assert entry.dataset["class_names"] == ["0", "1", "2", "3", "4"] and entry.config["zoo"]["push"] == "digits04"
+    transform = a["datamodule"].splits["test"].transform
+    assert entry.preprocessing["mean"] == list(transform.mean) and entry.preprocessing["std"] == list(transform.std)
     x, _ = next(iter(a["datamodule"].test_dataloader()))
     with torch.no_grad():
         assert torch.equal(zoo.load_model("digits04")(x), a["module"].model.eval()(x))  # the tested weights
@@ -39,6 +41,7 @@ def test_a_run_pushes_its_model_and_a_fine_tuned_run_records_its_parent(cfg_fact
     assert zoo_cli(["push", "digits04_cli", "--run", str(tmp_path / "a"), "--more-runs", str(tmp_path / "a")]) == 0
     pooled = zoo.get("digits04_cli")
     assert pooled.metrics["test_acc"]["n"] == 2 and pooled.seeds == [0, 0]
+    assert pooled.preprocessing == entry.preprocessing and pooled.dataset == entry.dataset
     assert torch.equal(zoo.load_state_dict("digits04_cli")["head.weight"], zoo.load_state_dict("digits04")["head.weight"])
     capsys.readouterr()
     assert zoo_cli(["show", "digits59"]) == 0
