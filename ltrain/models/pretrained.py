@@ -74,7 +74,8 @@ def classifier_keys(model: nn.Module) -> tuple[str, ...]:
 
 
 def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], origin: str) -> list[str]:
-    """Load ``state`` into ``model``; skip a classifier whose shape differs, refuse any other mismatch.
+    """Load ``state`` into ``model``; skip a classifier whose shape differs (or that the model lacks), refuse any
+    other mismatch.
 
     Returns the skipped classifier keys (empty when the head was loaded too).
     """
@@ -93,7 +94,8 @@ def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], origin: st
             "  Build the same architecture as the weights (model.name, model.kwargs, hidden sizes, "
             "data.channels / data.image_size for the first layer); only the classifier may differ."
         )
-    unexpected = [k for k in state if k not in own]
+    skipped += [k for k in state if k not in own and is_head(k)]  # a headless model (num_classes=0) takes no head
+    unexpected = [k for k in state if k not in own and k not in skipped]
     missing = [k for k in own if k not in state and not (is_head(k) and skipped)]
     if unexpected or missing:
         raise LtrainError(

@@ -83,6 +83,8 @@ def test_zoo_source_skips_a_classifier_of_other_classes_and_refuses_other_mismat
     three = build_model({"name": "test_resnet", "pretrained": "zoo:five"}, 3, (1, 32, 32))
     assert torch.equal(three.conv1[0].weight, five.conv1[0].weight)
     assert three.fc.weight.shape == (3, five.fc.in_features)  # the fresh head of the new task
+    features = build_model({"name": "test_resnet", "pretrained": "zoo:five"}, 0, (1, 32, 32))  # headless
+    assert torch.equal(features.conv1[0].weight, five.conv1[0].weight)
     with pytest.raises(LtrainError, match=r"differ in shape\n    conv1.0.weight: weights \(\d+, 1, 3, 3\) vs model \(\d+, 3, 3, 3\)"):
         build_model({"name": "test_resnet", "pretrained": "zoo:five"}, 5, (3, 32, 32))
     with pytest.raises(LtrainError, match="the entry is a test_resnet, but model.name=resnet18"):
