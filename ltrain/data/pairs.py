@@ -83,7 +83,7 @@ def pool_images(source: ImageClassificationData, pool: str, val_fraction: float 
     if pool == "train":
         return ({"train": source.splits["train"], "val": source.splits["val"]},
                 {k: source.split_indices[k] for k in ("train", "val")})
-    arrays = source.load_arrays()
+    arrays = _train_arrays(source)
     keep, labels = select_classes(arrays.train_y, source.classes)
     images = arrays.train_x[keep]
     excluded = [v for k, v in source.split_indices.items() if pool == "unused" or k != "train"]
@@ -99,6 +99,15 @@ def pool_images(source: ImageClassificationData, pool: str, val_fraction: float 
     transform = source.splits["val"].transform
     indices = {"train": candidates[train_part], "val": candidates[val_part]}
     return {k: TensorImageDataset(images[idx], labels[idx], transform) for k, idx in indices.items()}, indices
+
+
+def _train_arrays(source: ImageClassificationData):
+    """The source's arrays, loaded once per source (its setup keeps only its splits; pools need the rest)."""
+    cached = getattr(source, "_pool_arrays", None)
+    if cached is None:
+        cached = source.load_arrays()
+        source._pool_arrays = cached
+    return cached
 
 
 class UnlabelledData(L.LightningDataModule):

@@ -1,0 +1,32 @@
+"""Pretraining tests share the embedded digits; torch runs on one thread (2 shared cores: more threads only contend)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ltrain.data import MnistEmbedded
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def digits() -> MnistEmbedded:
+    """The siamese_mnist split: 100 labelled, 50 val, 50 test per digit; 300 per digit left for pretraining."""
+    dm = MnistEmbedded(train_per_class=100, val_fraction=0.1, test_fraction=0.1, split_seed=0)
+    dm.setup()
+    return dm  # read-only in tests: pair and pool modules never modify their source
+
+
+def quiet_trainer(**kwargs):
+    import lightning as L
+
+    defaults = dict(accelerator="cpu", enable_progress_bar=False, logger=False, enable_checkpointing=False,
+                    enable_model_summary=False, deterministic=True)
+    return L.Trainer(**(defaults | kwargs))
