@@ -89,7 +89,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
         lr_find = find_lr(cfg.tune, trainer, module, dm, run_dir)
         if not cfg.tune.fit:
-            return {"lr_find": lr_find, "trainer": trainer, "module": module, "datamodule": dm}
+            return {"lr_find": lr_find, "run_dir": str(run_dir), "best_val_acc": None, "trainer": trainer,
+                    "module": module, "datamodule": dm}
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True if resume_from else None)
     fit_seconds = time.perf_counter() - start

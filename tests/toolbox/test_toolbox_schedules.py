@@ -114,7 +114,7 @@ LIGHTNING_PLATEAU_RESUME = pytest.mark.xfail(
     "(fit_loop.on_advance_end: `if not self.restarting`), so a resumed plateau schedule lags one epoch")
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=LIGHTNING_PLATEAU_RESUME) if n == "plateau" else n
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[LIGHTNING_PLATEAU_RESUME, pytest.mark.slow]) if n == "plateau" else n
                                   for n in RESUMABLE])
 def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_sequence(name, digits, tmp_path):
     overrides, formula = RESUMABLE[name]
