@@ -7,6 +7,7 @@ architecture, a zoo entry (``zoo:NAME``) or a checkpoint file.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ def load_source(cfg: DictConfig) -> tuple[nn.Module, tuple[int, int, int], str]:
         return zoo.load_model(name), tuple(entry.input_shape), source
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     if _is_path(source):
-        return *_load_checkpoint(cfg, model_cfg, Path(source).expanduser()), source
+        path, run_model_cfg, run_shape = _from_run_dir(Path(source).expanduser())
+        model, shape = _load_checkpoint(cfg, run_model_cfg or model_cfg, path, run_shape)
+        return model, shape, source
     model_cfg["name"] = source
     shape = _input_shape(model_cfg["name"], cfg)
     model = build_model(model_cfg, int(cfg.num_classes or 1000), shape)
@@ -71,13 +74,31 @@ def _input_shape(name: str, cfg: DictConfig) -> tuple[int, int, int]:
     return (int(cfg.in_chans), *size)
 
 
-def _load_checkpoint(cfg: DictConfig, model_cfg: dict, path: Path) -> tuple[nn.Module, tuple[int, int, int]]:
-    """The ``model.name`` architecture with the checkpoint's weights; the classes come from its classifier."""
+def _from_run_dir(path: Path) -> tuple[Path, dict | None, tuple[int, int, int] | None]:
+    """For an ``ltrain`` run directory (or a checkpoint inside one): its best checkpoint, model config and input shape.
+
+    ``ltrain`` writes ``.hydra/config.yaml`` and ``results.json`` (with ``input_shape``) into every run directory,
+    so ``ltrain-export source=<run dir>`` rebuilds the trained network without repeating its options.
+    """
+    run = path if path.is_dir() else path.parent.parent
+    config, results = run / ".hydra" / "config.yaml", run / "results.json"
+    if not config.is_file():
+        return path, None, None
+    if path.is_dir():
+        path = path / "checkpoints" / "best.ckpt"
+    model_cfg = OmegaConf.to_container(OmegaConf.load(config).model, resolve=True)
+    shape = tuple(json.loads(results.read_text())["input_shape"]) if results.is_file() else None
+    return path, model_cfg, shape
+
+
+def _load_checkpoint(cfg: DictConfig, model_cfg: dict, path: Path,
+                     shape: tuple[int, int, int] | None = None) -> tuple[nn.Module, tuple[int, int, int]]:
+    """The architecture with the checkpoint's weights; the classes come from its classifier."""
     from ltrain.models.factory import build_model
     from ltrain.models.pretrained import classifier_keys, load_checked, read_weights_file
 
     state = read_weights_file(path)
-    shape = _input_shape(model_cfg["name"], cfg)
+    shape = shape or _input_shape(model_cfg["name"], cfg)
     probe = build_model({**model_cfg, "pretrained": None}, 1000, shape)
     heads = [f"{k}.weight" for k in classifier_keys(probe) if f"{k}.weight" in state]
     num_classes = int(cfg.num_classes or (state[heads[0]].shape[0] if heads else 1000))

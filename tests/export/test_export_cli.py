@@ -116,3 +116,22 @@ def test_cli_prints_a_clean_error_for_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ltrain.cli.export", "source=resnet18x", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown model 'resnet18x'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow  # a real (tiny) training run, then the export: ~20 s on an idle 2-core machine, minutes when shared
+def test_a_low_latency_preset_run_exports_with_every_batch_norm_folded(tmp_path, cfg_factory):
+    """``ltrain preset=low_latency`` then ``ltrain-export source=<run dir>``: the run's own model config and input
+    shape rebuild the net from its best checkpoint, and every BN (before the activation) folds into its Linear."""
+    from ltrain.train import train
+
+    cfg = cfg_factory("preset=low_latency", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                      "trainer.limit_val_batches=2", "trainer.limit_test_batches=1", "plots=false")
+    run = tmp_path / "run"
+    train(cfg, run)
+    (run / ".hydra").mkdir(parents=True, exist_ok=True)  # what the ltrain CLI (Hydra) writes beside the run
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    results = export(export_config(f"source={run}", "input_size=null", "compare_unfolded=false"), tmp_path / "export")
+    assert results["input_shape"] == [1, 28, 28]
+    assert results["fold"]["total"] == len(cfg.model.hidden) == results["fold"]["folded"]
+    assert results["onnx"]["files"]["model"]["batch_norm_nodes"] == 0
+    assert results["onnx"]["files"]["model"]["max_abs_diff"] <= 1e-4

@@ -62,7 +62,7 @@ def test_the_bench_list_has_at_least_30_timm_models_from_many_families():
 
 @pytest.mark.slow
 def test_every_bench_model_folds_exactly_and_99_percent_of_bn_after_a_layer():
-    rows = [check_model(name) for name in bench_models()]
+    rows = [check_model(name, size=96 if name == "inception_v3" else 64) for name in bench_models()]
     follows = sum(r["follows"] for r in rows)
     folded_following = sum(r["folded_following"] for r in rows)
     for r in rows:
@@ -118,7 +118,7 @@ def test_folded_bench_model_exports_to_onnx_without_the_folded_batch_norms(name,
     from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff
 
     model = randomize_batchnorm_(timm.create_model(name, pretrained=False), seed=0).eval()
-    size = 96 if name == "inception_v3" else 64
+    size = 96 if name == "inception_v3" else 64  # its stem needs >= 75x75
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     folded, report = fold_batchnorm(model, x)
     path = export_onnx(folded, x, tmp_path / f"{name}.onnx")
