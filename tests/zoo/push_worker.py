@@ -4,8 +4,8 @@ Imports torch and ltrain once, then reads one JSON command per line on stdin and
   {"op": "push", "home", "catalog", "names", "hidden", "overwrite"?} -> forks a child that pushes one MLP per
       name (weights seeded by the name's index, so the test can rebuild them) and exits 0, or 3 on LtrainError;
       answers {"pid"}
-  {"op": "loop", "home", "catalog", "prefix", "hidden"} -> forks a child pushing prefix_0, prefix_1, ... until
-      killed; answers {"pid"}
+  {"op": "loop", "home", "catalog", "prefix", "hidden"} -> forks a child pushing one model (seed 0) as prefix_0,
+      prefix_1, ... until killed; answers {"pid"}
   {"op": "wait", "pid"} -> reaps the child; answers {"status"} (the raw wait status: -9 means SIGKILL)
 Forking after the imports keeps each pusher cheap; the children are real processes holding real file locks.
 """
@@ -46,9 +46,10 @@ def child(cmd: dict) -> int:
             for i, name in enumerate(cmd["names"]):
                 push_one(zoo, name, i, cmd["hidden"], cmd.get("overwrite", False))
         else:
-            i = 0
+            model, i = seeded_mlp(0, cmd["hidden"]), 0  # built once: the loop's time is spent pushing
             while True:
-                push_one(zoo, f"{cmd['prefix']}_{i}", i, cmd["hidden"])
+                zoo.push(model, f"{cmd['prefix']}_{i}", model_cfg={"name": "mlp", "hidden": cmd["hidden"]},
+                         num_classes=10, input_shape=INPUT_SHAPE)
                 i += 1
     except LtrainError as e:
         print(f"child {os.getpid()}: {e}", file=sys.stderr)

@@ -194,10 +194,10 @@ def test_push_killed_at_any_moment_leaves_the_catalogue_as_before_or_complete(pu
     rng = random.Random(0)
     hidden = [1024, 1024]  # ~7 MB of weights: each push takes long enough to be caught in the middle
     interrupted: list[Path] = []
-    for kill in range(4):
+    for kill in range(6):
         pid = push_worker.send(op="loop", home=str(zoo.home), catalog=str(zoo.catalog), prefix=f"k{kill}",
                                hidden=hidden)["pid"]
-        time.sleep(rng.uniform(0.3, 2.0))
+        time.sleep(rng.uniform(0.2, 1.2))
         os.kill(pid, signal.SIGKILL)
         assert push_worker.send(op="wait", pid=pid)["status"] == -signal.SIGKILL
         names = zoo.names()
@@ -206,6 +206,9 @@ def test_push_killed_at_any_moment_leaves_the_catalogue_as_before_or_complete(pu
         assert all(r.ok for r in zoo.verify()), [r for r in zoo.verify() if not r.ok]
         unlisted = [p for p in (zoo.home / "models").glob(f"k{kill}_*") if p.name not in names]
         interrupted += unlisted
+    renamed = sum(any(not p.name.startswith(".tmp-") for p in f.iterdir()) for f in interrupted)
+    print(f"{len(interrupted)} of 6 kills landed inside a push ({len(interrupted) - renamed} while staging, {renamed} "
+          f"after the folder was renamed in but before the entry file); {len(zoo.names())} complete entries listed")
     assert interrupted, "no kill landed inside a push: the test did not test anything"
     # pushing an interrupted name again works and clears the dead pusher's staging folder
     for folder in interrupted:
@@ -213,3 +216,22 @@ def test_push_killed_at_any_moment_leaves_the_catalogue_as_before_or_complete(pu
         zoo.push(model, folder.name, model_cfg={"name": "mlp", "hidden": [8]}, input_shape=(1, 28, 28))
         assert zoo.verify(folder.name)[0].ok
         assert not list(folder.glob(".tmp-*"))
+
+
+def test_what_a_kill_can_leave_behind_is_invisible_and_cleared_by_the_next_push():
+    """The states a SIGKILL can leave (rare windows included): a half-written entry temp file, a weights folder
+    renamed in without its entry file, a dead pusher's staging folder. None is listed; the next push works."""
+    zoo = Zoo()
+    push_tiny(zoo, "kept")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process now
+    (zoo.catalog / ".x.yaml.k3j2.tmp").write_text("name: x\narchitec")  # killed inside atomic_write_bytes
+    (zoo.home / "models" / "x" / "20260101T000000-deadbeef").mkdir(parents=True)  # killed after the rename
+    staging = zoo.home / "models" / "x" / f".tmp-{dead.pid}-20260101T000001-cafe0000"  # killed while staging
+    staging.mkdir()
+    (staging / "model.safetensors").write_bytes(b"\0" * 100)
+    assert zoo.names() == ["kept"] and all(r.ok for r in zoo.verify())
+    with pytest.raises(LtrainError, match="no zoo entry 'x'"):
+        zoo.get("x")
+    push_tiny(zoo, "x")
+    assert zoo.names() == ["kept", "x"] and zoo.verify("x")[0].ok and not staging.exists()
