@@ -12,6 +12,7 @@ Batches are whatever an image DataModule yields, ``(x, y)``: the labels are igno
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -156,7 +157,7 @@ def mlp_blocks(model: nn.Sequential) -> list[tuple[nn.Module, int, int]]:
 
 def fit_greedy_layerwise(
     model: nn.Sequential,
-    datamodule: L.LightningDataModule,
+    data: L.LightningDataModule | Any,
     make_trainer: Callable[[int], L.Trainer],
     optimizer: Callable[..., torch.optim.Optimizer],
     noise: str = "gaussian",
@@ -164,7 +165,7 @@ def fit_greedy_layerwise(
 ) -> list[dict[str, float]]:
     """Greedy layer-wise pretraining of a build_mlp network's hidden blocks, in place.
 
-    Stage k trains hidden block k as a one-layer denoising autoencoder (a fresh linear decoder) on the
+    ``data`` is a DataModule or a train DataLoader of image batches. Stage k trains hidden block k as a one-layer denoising autoencoder (a fresh linear decoder) on the
     codes of blocks 0..k-1, which are frozen; ``make_trainer(k)`` gives that stage's Trainer. The
     blocks are left trainable afterwards (the caller decides what to freeze when fine-tuning).
     Returns each stage's last logged metrics.
@@ -177,7 +178,7 @@ def fit_greedy_layerwise(
         module = DenoisingAutoencoder(block, nn.Linear(out_width, width_in), optimizer, noise=noise,
                                       noise_level=noise_level, frozen_input=below)
         trainer = make_trainer(k)
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(module, data)
         history.append({key: float(v) for key, v in trainer.callback_metrics.items()})
     model.requires_grad_(True)
     return history

@@ -43,13 +43,15 @@ class ContrastiveAugment:
     """SimCLR-style views of a batch (N, C, H, W) of standardised images, per-image random parameters.
 
     Args:
-        crop_scale: range of the area share kept by the random resized crop (aspect ratio 3/4..4/3).
+        crop_scale: range of the area share kept by the random resized crop.
+        ratio: range of the crop's aspect ratio (width / height), sampled log-uniformly.
         flip: random horizontal flips (off for digits, where a flip changes meaning; on for clothes).
         jitter: brightness/contrast jitter strength (0 disables it).
         noise: std of added Gaussian noise (0 disables it).
     """
 
     crop_scale: tuple[float, float] = (0.4, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
     jitter: float = 0.4
     noise: float = 0.1
@@ -63,7 +65,8 @@ class ContrastiveAugment:
 
         lo, hi = self.crop_scale
         area = lo + (hi - lo) * rand(n)
-        log_ratio = math.log(3 / 4) + (math.log(4 / 3) - math.log(3 / 4)) * rand(n)
+        r_lo, r_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        log_ratio = r_lo + (r_hi - r_lo) * rand(n)
         ratio = log_ratio.exp()
         sx = (area * ratio).sqrt().clamp(max=1.0)  # crop width / image width
         sy = (area / ratio).sqrt().clamp(max=1.0)
