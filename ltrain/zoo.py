@@ -383,7 +383,7 @@ def check_push(cfg: Any) -> None:
     check_name(str(name))
     if Zoo().exists(str(name)) and not zoo_cfg.get("overwrite", False):
         raise LtrainError(f"zoo.push={name}: that entry exists. Choose another name or add zoo.overwrite=true "
-                          f"(multirun: zoo.push=NAME_s\\${{seed}})")
+                          f"(multirun: 'zoo.push=NAME_s${{seed}}')")
 
 
 def push_trained(cfg: Any, model: nn.Module, datamodule: Any, results: Mapping[str, Any]) -> ZooEntry:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from ltrain.cli.common import exit_on_user_error
+from ltrain.errors import LtrainError
 from ltrain.zoo import Zoo, ZooEntry
 
 
@@ -83,7 +84,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     zoo = Zoo(catalog=args.catalog, home=args.home)
     if args.command == "list":
-        entries = zoo.list()
+        entries = []
+        for name in zoo.names():  # one unreadable entry file must not hide the others
+            try:
+                entries.append(zoo.get(name))
+            except LtrainError as e:
+                print(f"ltrain-zoo: skipping {name}: {e}", file=sys.stderr)
         if args.json:
             print(json.dumps([asdict(e) for e in entries], indent=2))
         elif entries:

@@ -110,6 +110,10 @@ def test_flipped_byte_is_caught_by_verify_and_by_loading(capsys):
     assert zoo_cli(["verify"]) == 1
     assert "DAMAGED bad" in capsys.readouterr().out
     assert zoo_cli(["verify", "good"]) == 0
+    zoo.entry_file("good").write_text("name: [unclosed")  # a broken entry file does not hide the others
+    assert zoo_cli(["list"]) == 0
+    out, err = capsys.readouterr()
+    assert "bad" in out and "skipping good" in err
     with pytest.raises(LtrainError, match="(?s)damaged.*checksum mismatch"):
         zoo.load_model("bad")
     with pytest.raises(LtrainError, match="damaged"):
