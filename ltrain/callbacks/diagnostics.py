@@ -9,9 +9,9 @@
   ``explode_factor`` times its start: the learning rate is too high;
 - PNG plots and a JSON file of the per-layer statistics in the run directory.
 
-Lightning has no such callback (``LearningRateMonitor`` logs LRs, ``GradientAccumulationScheduler``
-and ``EarlyStopping``'s ``check_finite`` stop on non-finite *monitored* metrics after validation, not
-on the training loss at the step it diverges, and say nothing about the LR). Under DDP the stop is
+Lightning has no such callback: ``LearningRateMonitor`` only logs LRs, and ``EarlyStopping``'s
+``check_finite`` stops on a non-finite *monitored* metric after validation, not on the training loss
+at the step it diverges, and says nothing about the LR. Under DDP the stop is
 decided on every rank with ``strategy.reduce_boolean_decision`` so all ranks stop together; warnings,
 JSON and plots come from rank zero.
 """
