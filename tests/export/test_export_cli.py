@@ -112,6 +112,7 @@ def test_unknown_model_name_is_a_clear_error_with_close_matches():
         load_source(export_config("source=resnet18x"))
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch, timm and Hydra: slow on a shared machine
 def test_cli_prints_a_clean_error_for_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ltrain.cli.export", "source=resnet18x", f"hydra.run.dir={tmp_path}"],
                           capture_output=True, text=True, timeout=300)
