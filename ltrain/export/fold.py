@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils._pytree import tree_flatten
 
 from ltrain.errors import LtrainError
 from ltrain.export.fold_math import bn_scale_shift, fold_into_inputs, fold_into_outputs
@@ -126,9 +127,7 @@ class _Skip(Exception):
     """Why one BN cannot be folded on one side (collected into the report)."""
 
 
-def fold_batchnorm(
-    model: nn.Module, example_input: Any = None
-) -> tuple[nn.Module, FoldReport]:
+def fold_batchnorm(model: nn.Module, example_input: Any = None) -> tuple[nn.Module, FoldReport]:
     """An eval-mode deep copy of ``model`` with every exactly foldable BatchNorm folded, and a report.
 
     Folds a BN (``torch.nn.BatchNorm1d/2d/3d``, ``SyncBatchNorm``, timm's ``BatchNormAct2d``) into the
@@ -159,8 +158,8 @@ def fold_batchnorm(
         _replace_module(folded, plan.bn, _replacement(plan.bn))
         report.folded.append(FoldedBN(plan.bn_name, tuple(n for n, _, _ in plan.layers), plan.side, plan.follows_layer))
 
+    flow.keep_alive.clear()  # the recorded activations are no longer needed
     report.max_abs_diff, report.output_scale = _compare(folded, example_input, flow.output)
-    del flow  # frees the recorded activations
     return folded, report
 
 
@@ -343,8 +342,6 @@ def _layer_after(bn: _BatchNorm, y: torch.Tensor, flow: Dataflow, owners: dict) 
 @torch.no_grad()
 def _compare(folded: nn.Module, example_input: Any, reference: Any) -> tuple[float, float]:
     """max |folded - original| over all output tensors, and max |original| (the output scale)."""
-    from torch.utils._pytree import tree_flatten
-
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     new = [t for t in tree_flatten(folded(*inputs))[0] if isinstance(t, torch.Tensor)]
     ref = [t for t in tree_flatten(reference)[0] if isinstance(t, torch.Tensor)]
