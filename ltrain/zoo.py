@@ -183,7 +183,14 @@ class Zoo:
             raise LtrainError(f"zoo entry file {path} is unreadable ({e}): fix it or remove it with ltrain-zoo rm {name}") from e
 
     def list(self) -> list[ZooEntry]:
-        return [self.get(n) for n in self.names()]
+        """Every readable entry (an unreadable entry file is skipped here; ``verify`` reports it)."""
+        entries = []
+        for name in self.names():
+            try:
+                entries.append(self.get(name))
+            except LtrainError:
+                continue
+        return entries
 
     def lineage(self, name: str) -> list[str]:
         """``[name, parent, grandparent, ...]``; a parent no longer in the catalogue ends the chain, marked ``(removed)``."""
@@ -304,8 +311,9 @@ class Zoo:
         ``model_cfg`` is the model config group (``name`` + its keys) that rebuilds the network with
         ``build_model``; for a timm model it may be omitted (taken from the model's ``pretrained_cfg``).
         ``preprocessing`` is ``{mean, std}`` of the inputs (pixels in [0, 1]; timm's convention), written into
-        timm's ``config.json`` so timm's own transforms prepare inputs the way training did. ``metrics`` maps a metric to its value, or its values over ``seeds``. ``parent`` is the entry it
-        was fine-tuned from (lineage); when None and ``pretrained`` is ``zoo:X``, the parent is X.
+        timm's ``config.json`` so timm's own transforms prepare inputs the way training did. ``metrics`` maps a
+        metric to its value, or its values over ``seeds``. ``parent`` is the entry it was fine-tuned from
+        (lineage); when None and ``pretrained`` is ``zoo:X``, the parent is X.
         """
         check_name(name)
         if self.exists(name) and not overwrite:
@@ -350,16 +358,24 @@ class Zoo:
             shutil.rmtree(staging, ignore_errors=True)
         return entry
 
-    def rm(self, name: str) -> ZooEntry:
-        """Remove the entry file, then its weights folder; returns what was removed."""
-        entry = self.get(name)
+    def rm(self, name: str) -> ZooEntry | None:
+        """Remove the entry file, then its weights folder; returns what was removed (None: the file was unreadable)."""
+        path = self.entry_file(name)
+        try:
+            entry = self.get(name)
+        except LtrainError:
+            if not path.is_file():
+                raise
+            entry = None  # an unreadable entry file: remove it; its weights folder is unknown
         with self._locked():
-            self.entry_file(name).unlink()  # the catalogue changes here, at once
+            path.unlink()  # the catalogue changes here, at once
             _fsync_dir(self.catalog)
-            shutil.rmtree(self.home / entry.folder, ignore_errors=True)
-            parent_dir = self.home / "models" / name
-            if parent_dir.is_dir() and not any(parent_dir.iterdir()):
-                parent_dir.rmdir()
+            if entry is not None:
+                shutil.rmtree(self.home / entry.folder, ignore_errors=True)
+                try:
+                    (self.home / "models" / name).rmdir()  # only if no other version or staging is left
+                except OSError:
+                    pass
         return entry
 
 

@@ -116,6 +116,9 @@ def run(argv: Sequence[str] | None = None) -> int:
     elif args.command == "rm":
         children = zoo.children(args.name)
         entry = zoo.rm(args.name)
+        if entry is None:
+            print(f"removed the unreadable entry file of {args.name}; its weights (if any) stay under {zoo.home / 'models'}")
+            return 0
         print(f"removed {entry.name} and {zoo.home / entry.folder}"
               + (f" (its children {', '.join(children)} keep it as parent, shown as removed)" if children else ""))
     return 0

@@ -114,6 +114,7 @@ def test_flipped_byte_is_caught_by_verify_and_by_loading(capsys):
     assert zoo_cli(["list"]) == 0
     out, err = capsys.readouterr()
     assert "bad" in out and "skipping good" in err
+    assert zoo_cli(["rm", "good"]) == 0 and zoo.names() == ["bad"]  # as the error message advises
     with pytest.raises(LtrainError, match="(?s)damaged.*checksum mismatch"):
         zoo.load_model("bad")
     with pytest.raises(LtrainError, match="damaged"):
