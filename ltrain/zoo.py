@@ -321,6 +321,8 @@ class Zoo:
                               f"(zoo.overwrite=true / ltrain-zoo push --force)")
         if parent is None and pretrained and str(pretrained).startswith("zoo:"):
             parent = str(pretrained)[len("zoo:"):]
+        if parent == name:  # overwriting the entry it started from: the old version is gone, not a parent
+            parent = None
         if parent is not None and not self.exists(parent):
             raise LtrainError(f"parent entry {parent!r} is not in the catalogue {self.catalog}: push it first, "
                               "or leave parent unset")
