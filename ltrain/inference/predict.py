@@ -99,6 +99,9 @@ def split_tensors(dm: ImageClassificationData, split: str, limit: int | None) ->
 def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Predict ``cfg.source``'s model on a split or a folder of images; write CSV, JSON and a reliability plot."""
     out_dir = Path(out_dir)
+    if OmegaConf.is_missing(cfg, "source"):
+        raise LtrainError("source= is required: a training run directory (e.g. source=runs/2026-11-23/12-00-00) "
+                          "or a checkpoint file inside one")
     run_cfg, ckpt = find_run(cfg.source, cfg.checkpoint)
     data_cfg = cfg.data if cfg.get("data") else run_cfg.data
     dm = instantiate(data_cfg, _convert_="all")

@@ -95,6 +95,8 @@ def test_a_folder_of_images_gets_the_same_predictions_as_the_split_it_came_from(
 
 
 def test_predict_says_what_a_bad_source_should_be(tmp_path):
+    with pytest.raises(LtrainError, match="source= is required"):
+        predict(compose_predict(), tmp_path)
     with pytest.raises(LtrainError, match="neither a run directory nor a checkpoint"):
         predict(compose_predict(f"source={tmp_path / 'nope'}"), tmp_path)
     with pytest.raises(LtrainError, match="checkpoint=best"):
