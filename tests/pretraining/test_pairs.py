@@ -80,8 +80,8 @@ def test_pairs_need_two_classes_with_two_images_each():
         PairData(None, pool="everything")  # type: ignore[arg-type]
 
 
-def test_without_a_train_cap_nothing_is_left_for_unused_pairs_and_the_error_says_what_to_do():
-    from ltrain.data import MnistEmbedded
+def test_without_a_train_cap_nothing_is_left_for_unused_pairs_and_the_error_says_what_to_do(digit_arrays):
+    from tests.pretraining.conftest import LoadedDigits
 
     with pytest.raises(LtrainError, match="train_per_class"):
-        PairData(MnistEmbedded(), pool="unused").setup()
+        PairData(LoadedDigits(digit_arrays), pool="unused").setup()
