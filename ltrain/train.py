@@ -53,6 +53,18 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return callbacks
 
 
+def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """``best.ckpt`` (highest val/acc) and ``last.ckpt`` (every epoch, for resuming).
+
+    Two callbacks, because Lightning 2.6's ``save_last=True`` refreshes last.ckpt only in epochs where the
+    monitored metric improved, so it can lag behind the run.
+    """
+    best = ModelCheckpoint(dirpath=dirpath, filename="best", monitor="val/acc", mode="max", save_top_k=1,
+                           auto_insert_metric_name=False, enable_version_counter=False)
+    last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    return best, last
+
+
 def hardware() -> str:
     """A one-line description of the machine, for published numbers."""
     import os
@@ -77,10 +89,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     module = build_module(cfg, dm)
     if resume_from is not None:
         check_checkpoint(resume_from, module)
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/acc", mode="max",
-                                 save_last=True, auto_insert_metric_name=False)
+    checkpoint, last = checkpoints(run_dir / "checkpoints")
     logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), checkpoint], logger=logger,
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), checkpoint, last], logger=logger,
                                      default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml")

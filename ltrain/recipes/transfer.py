@@ -61,6 +61,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         arm_cfg = merged(cfg, cfg.recipe.target)
         with open_dict(arm_cfg):
             arm_cfg.model.pretrained = weights if arm.get("pretrained") else None
+            if arm.get("pretrained"):  # the book: replace the output layer (even when the class count matches)
+                arm_cfg.model.surgery.reset_head = True
             arm_cfg.freeze = arm.get("freeze")
             if arm.get("overrides"):
                 arm_cfg.merge_with(arm.overrides)
