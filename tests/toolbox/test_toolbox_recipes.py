@@ -56,9 +56,14 @@ def test_cifar10_deep_smoke_variant_runs_every_arm_on_the_embedded_digits(tmp_pa
 
 
 @pytest.mark.slow
-def test_loss_activation_full_mse_and_sigmoid_train_slower(tmp_path):
-    """The chapter's claim on the 3,500 embedded training digits, 10 epochs (about 2 min on 2 cores)."""
+def test_loss_activation_full_sigmoid_trains_slower(tmp_path):
+    """The chapter's claim on the 3,500 embedded training digits, 10 epochs (a few minutes on 2 idle cores).
+
+    Measured (seed 0), val acc after epoch 1: relu 0.854, mse_relu 0.862, sigmoid 0.318, tanh 0.876,
+    softsign 0.846, elu 0.864. Sigmoid is far slower; MSE is NOT slower than cross-entropy here (Adam,
+    easy digits), so that half of the claim is reported, not asserted.
+    """
     results = run_recipe(compose_config("recipe=loss_activation", "trainer.max_epochs=10"), tmp_path)
     arms = results["arms"]
-    assert arms["mse_relu"]["val_acc_epoch1"] < arms["relu"]["val_acc_epoch1"]
-    assert arms["sigmoid"]["val_acc_epoch1"] < min(arms[a]["val_acc_epoch1"] for a in ("tanh", "softsign", "relu", "elu"))
+    assert arms["sigmoid"]["val_acc_epoch1"] < min(arms[a]["val_acc_epoch1"] for a in ("tanh", "softsign", "relu", "elu")) - 0.3
+    assert arms["sigmoid"]["val_acc_last"] < max(arms[a]["val_acc_last"] for a in ("tanh", "softsign", "relu", "elu"))
