@@ -32,6 +32,7 @@ from ltrain.modules.siamese import SiameseModule
 from ltrain.recipes.pretraining import (classifier_network, fit_pretext, handover_difference, push_pretrained,
                                         run_arms)
 from ltrain.train import build_datamodule
+from ltrain.zoo import check_push
 
 
 def build_siamese(cfg: DictConfig, dm) -> tuple[torch.nn.Module, SiameseModule]:
@@ -47,6 +48,7 @@ def build_siamese(cfg: DictConfig, dm) -> tuple[torch.nn.Module, SiameseModule]:
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Pretrain on pairs, push to the zoo, train the arms; returns {"arms": ..., "pretext": ..., ...}."""
+    check_push(cfg)  # a taken zoo.push name fails now, not after pretraining
     run_dir = Path(run_dir)
     p = cfg.recipe.pretrain
     L.seed_everything(cfg.seed, workers=True, verbose=False)

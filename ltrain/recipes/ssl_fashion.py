@@ -25,10 +25,12 @@ from ltrain.modules.encoders import encoder_of
 from ltrain.recipes.pretraining import (classifier_network, fit_pretext, handover_difference, pretrain_trainer,
                                         push_pretrained, run_arms)
 from ltrain.train import build_datamodule
+from ltrain.zoo import check_push
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Pretrain the autoencoder, push its encoder to the zoo, train the arms."""
+    check_push(cfg)  # a taken zoo.push name fails now, not after pretraining
     run_dir = Path(run_dir)
     p, a = cfg.recipe.pretrain, cfg.recipe.autoencoder
     L.seed_everything(cfg.seed, workers=True, verbose=False)

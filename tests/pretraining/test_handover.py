@@ -79,3 +79,16 @@ def test_the_recipe_pushes_its_encoder_with_lineage_and_trains_every_arm(tmp_pat
     assert entry.dataset["pretext"]["label_convention"] == "0 = same class, 1 = different class"
     assert "pretext_val_loss" in entry.metrics
     assert json.loads((tmp_path / "results.json").read_text())["zoo_entry"] == "siamese_mnist_s3"
+
+
+def test_the_recipe_entry_is_named_by_zoo_push_and_a_taken_name_fails_before_any_work(digits, tmp_path):
+    from ltrain.errors import LtrainError
+    from ltrain.recipes import run_recipe
+    from ltrain.recipes.pretraining import zoo_name
+
+    assert zoo_name(compose_config("recipe=siamese_mnist", "seed=2")) == ("siamese_mnist_s2", True)
+    assert zoo_name(compose_config("recipe=siamese_mnist", "zoo.push=mine")) == ("mine", False)
+    pretrain_and_push(digits, "taken")
+    with pytest.raises(LtrainError, match="zoo.overwrite"):
+        run_recipe(compose_config("recipe=siamese_mnist", "zoo.push=taken"), tmp_path)
+    assert not (tmp_path / "pretrain_logs").exists()
