@@ -115,6 +115,21 @@ def test_simclr_on_digits_lowers_its_contrastive_loss(loaders):
     assert after < before - 0.3  # val batch of 500: ln(999) = 6.9 is chance
 
 
+def test_simclr_trains_a_timm_cnn_trunk(digits):
+    import timm
+
+    torch.manual_seed(0)
+    net = timm.create_model("resnet10t", num_classes=10, in_chans=1)
+    encoder, dim = encoder_of(net)
+    module = SimCLRModule(encoder, dim, ADAM, augment=ContrastiveAugment(flip=False))
+    x = torch.stack([digits.splits["train"][i][0] for i in range(32)])
+    x = F.interpolate(x, size=32, mode="bilinear", align_corners=False)
+    start = net.conv1[0].weight.clone()
+    quiet_trainer(max_epochs=1).fit(module, DataLoader(TensorDataset(x, torch.zeros(32)), batch_size=16))
+    assert not torch.equal(start, net.conv1[0].weight)  # the trunk's stem was trained
+    assert module.projection[-1].out_features == 64 and net.get_classifier().out_features == 10
+
+
 def test_corruptions_damage_exactly_the_square_they_claim():
     x = torch.randn(4, 1, 10, 10)
     erased = corrupt_images(x, "erase", 0.5, torch.Generator().manual_seed(0))
