@@ -32,6 +32,7 @@ class SaveWeights(L.Callback):
 
 if __name__ == "__main__":
     out = Path(sys.argv[1])
+    torch.set_num_threads(1)  # two ranks on a shared 2-core machine
     L.seed_everything(0)
     schedule = FreezeSchedule([{"trainable": "head"}, {"at_epoch": 1, "trainable": "all", "lr_scale": 0.5}],
                               model_attr="net", verbose=False)

@@ -258,3 +258,24 @@ def test_kill_after_the_phase_change_then_resume_ends_identical_to_an_uninterrup
     assert rec.rates[4] == rec_full.rates[4]  # and through the next phase change
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_timm_model_in_ltrain_classifier_keeps_every_frozen_tensor_and_bn_statistic(digits):
+    """ltrain's ClassifierModule (network at ``.model``) with a timm ResNet: timm's BatchNormAct2d stays frozen."""
+    import timm
+
+    from ltrain.modules.classifier import ClassifierModule
+
+    L.seed_everything(0)
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=5, in_chans=1)
+    module = ClassifierModule(net, 5, optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    schedule = FreezeSchedule([{"trainable": "head"}, {"at_epoch": 1, "trainable": "top:2", "lr_scale": LOW}])
+    make_trainer([schedule], max_epochs=2, limit_train_batches=2, limit_val_batches=1).fit(module, digits)
+    after = net.state_dict()
+    frozen = [k for k in before if not k.startswith(("fc.", "layer4."))]
+    assert len([k for k in frozen if "running_mean" in k]) == 11  # BN layers below layer4
+    assert all(torch.equal(after[k], before[k]) for k in frozen)
+    moved = ["fc.weight", "fc.bias", "layer4.0.conv1.weight", "layer4.0.conv2.weight", "layer4.0.bn2.running_mean"]
+    assert all(not torch.equal(after[k], before[k]) for k in moved)  # the unfrozen top group and head trained
+    assert [g["name"] for g in module.trainer.optimizers[0].param_groups] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
