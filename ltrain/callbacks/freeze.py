@@ -194,13 +194,16 @@ class FreezeSchedule(Callback):
         self._apply(self.phase, trainer, announce=self.phase > 0)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        nxt = self.phase + 1
-        if nxt < len(self.phases):
-            start = self.phases[nxt].at_epoch
-            if self.pending or (start is not None and trainer.current_epoch >= start):
-                self.phase, self.pending = nxt, False
-                self.plateau_best, self.plateau_wait = None, 0
-                self._apply(nxt, trainer, announce=True)
+        target = self.phase
+        while target + 1 < len(self.phases):  # (several epoch triggers may have passed, e.g. max_epochs raised)
+            start = self.phases[target + 1].at_epoch
+            if not (self.pending and target == self.phase) and (start is None or trainer.current_epoch < start):
+                break
+            target += 1
+        if target != self.phase:
+            self.phase, self.pending = target, False
+            self.plateau_best, self.plateau_wait = None, 0
+            self._apply(target, trainer, announce=True)
         self._freeze_bn()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
