@@ -141,7 +141,7 @@ def mc_dropout(
         raise LtrainError(f"mc.path={path!r} is not one of {list(PATHS)}")
     if chunk_size is not None and chunk_size < 1:
         raise LtrainError(f"mc.chunk_size must be positive or null, got {chunk_size}")
-    net = _unwrap(model)
+    net = unwrap_network(model)
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
     with eval_mode_restored(net), torch.no_grad(), DropoutMasks(module_sites(net, drop_path), seed, len(x)) as masks:
@@ -173,7 +173,7 @@ def mc_dropout(
         return MCPrediction(logits.float().softmax(-1), seed, "fast", "", names)
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_network(model: nn.Module) -> nn.Module:
     """The network inside a ClassifierModule (its forward is ``self.model(x)``); other modules as they are."""
     from ltrain.modules.classifier import ClassifierModule
 
@@ -287,4 +287,4 @@ def _measure(run_tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) 
     return out, total[0]
 
 
-__all__ = ["MCPrediction", "DropoutSite", "eval_mode_restored", "mc_dropout", "split_sequential"]
+__all__ = ["MCPrediction", "DropoutSite", "eval_mode_restored", "mc_dropout", "split_sequential", "unwrap_network"]
