@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from ltrain.errors import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf

@@ -114,7 +114,7 @@ class EpochShuffleSampler(Sampler[int]):
         return self.length
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
         return iter(torch.randperm(self.length, generator=gen).tolist())
 
 
