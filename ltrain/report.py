@@ -41,7 +41,10 @@ class Cell:
 def collect(run_root: str | Path) -> tuple[dict[str, dict[str, Cell]], list[dict[str, Any]]]:
     """{arm: {metric: Cell}} from every results.json under ``run_root``, and the raw results."""
     run_root = Path(run_root)
-    files = sorted(run_root.rglob("results.json"))
+    found = sorted(run_root.rglob("results.json"))
+    # a recipe's arms write their own results.json below the recipe's: count each job once, at its top
+    files = [f for f in found if not any((p / "results.json").is_file() for p in f.parent.parents
+                                         if p.is_relative_to(run_root))]
     if not files:
         raise LtrainError(f"no results.json under {run_root}: point dir= at a run or multirun directory")
     table: dict[str, dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
@@ -50,6 +53,8 @@ def collect(run_root: str | Path) -> tuple[dict[str, dict[str, Cell]], list[dict
         res = json.loads(f.read_text())
         raw.append(res | {"_path": str(f)})
         arms = res.get("arms") or {"run": {k: res[k] for k in FLAT_METRICS if res.get(k) is not None}}
+        if isinstance(res.get("source"), dict):  # a transfer recipe's model A
+            arms = {"source (model A)": res["source"], **arms}
         for arm, metrics in arms.items():
             for metric, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -96,12 +101,17 @@ def plot_arms(table: dict[str, dict[str, Cell]], metric: str, out_png: str | Pat
 
 
 def write_report(run_root: str | Path, metric: str = "test_acc", out_dir: str | Path | None = None,
-                 title: str | None = None) -> dict[str, Any]:
-    """Write report.md, report.json and report.png for the runs under ``run_root``; return the summary."""
+                 title: str | None = None, metrics: list[str] | None = None) -> dict[str, Any]:
+    """Write report.md, report.json and report.png for the runs under ``run_root``; return the summary.
+
+    ``metrics`` keeps only those columns (default: every metric the runs recorded).
+    """
     run_root = Path(run_root)
     out_dir = Path(out_dir) if out_dir else run_root
     out_dir.mkdir(parents=True, exist_ok=True)
     table, raw = collect(run_root)
+    if metrics:
+        table = {arm: {m: c for m, c in cells.items() if m in metrics} for arm, cells in table.items()}
     hardware = sorted({r.get("hardware", "unknown") for r in raw})
     recipes = sorted({str(r.get("recipe", r.get("model", ""))) for r in raw})
     title = title or ", ".join(recipes)

@@ -67,8 +67,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             if arm.get("overrides"):
                 arm_cfg.merge_with(arm.overrides)
         res = train(arm_cfg, run_dir / arm_name)
-        arms[arm_name] = {"test_acc": float(res["test_acc"]), "best_val_acc": float(res["best_val_acc"]),
-                          "fit_seconds": float(res["fit_seconds"])}
+        arms[arm_name] = {"test_acc": float(res["test_acc"]), "best_val_acc": float(res["best_val_acc"])}
     out["arms"] = arms
     out["plots"] = sorted(str(p) for p in run_dir.glob("*/learning_curves.png"))
     return out
