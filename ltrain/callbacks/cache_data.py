@@ -124,11 +124,12 @@ class ShardShuffleSampler(DistributedSampler):
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int, shuffle: bool = True):
+        seed %= 2**62  # torch.initial_seed() may use all 64 bits; DistributedSampler adds the epoch to it
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.shard = list(super().__iter__())  # epoch 0 of the plain DistributedSampler
 
     def __iter__(self):
         if not self.shuffle:
             return iter(self.shard)
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 101 + self.rank)
+        gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 101 + self.rank) % 2**63)
         return iter([self.shard[j] for j in torch.randperm(len(self.shard), generator=gen).tolist()])
