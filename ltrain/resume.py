@@ -27,6 +27,9 @@ def check_checkpoint(path: Path, module) -> None:
     """Refuse a checkpoint that is unreadable, truncated, or of another architecture, before fitting."""
     import torch
 
+    from ltrain.checkpoint_io import verify_checkpoint
+
+    verify_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         state = ckpt["state_dict"]

@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import ltrain
+from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
@@ -65,6 +66,14 @@ def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     return best, last
 
 
+def checkpoint_plugins(cfg: DictConfig) -> list:
+    """Checksummed atomic checkpoints, except where the strategy brings its own CheckpointIO (FSDP, XLA)."""
+    trainer = cfg.trainer
+    if trainer.get("accelerator") == "tpu" or str(trainer.get("strategy", "")).startswith(("fsdp", "xla", "deepspeed")):
+        return []
+    return [ChecksummedCheckpointIO()]
+
+
 def hardware() -> str:
     """A one-line description of the machine, for published numbers."""
     import os
@@ -92,6 +101,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     checkpoint, last = checkpoints(run_dir / "checkpoints")
     logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), checkpoint, last], logger=logger,
+                                     plugins=checkpoint_plugins(cfg),
                                      default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml")

@@ -18,7 +18,6 @@ from conftest import compose_config  # noqa: E402
 # (id, what the user did, overrides, a fragment of the message they get)
 TRAIN_CASES = [
     ("unknown_model", "a misspelt timm model", ["model.name=resnet_18x"], "Close matches: resnet18"),
-    ("timm_name_in_mlp_group", "a timm name with the MLP's config", ["model.name=resnet18"], "ltrain model=timm model.name=resnet18"),
     ("unknown_activation", "an unknown activation", ["model.activation=relux"], "unknown activation 'relux'"),
     ("unknown_init", "an unknown initialiser", ["model.init=xavier_gauss"], "unknown initialiser 'xavier_gauss'"),
     ("bad_bn_place", "batch norm in an impossible place", ["model.batch_norm=middle"], "model.batch_norm='middle' is not one of"),
@@ -33,6 +32,12 @@ TRAIN_CASES = [
     ("bad_split", "split fractions that leave no training data", ["data.val_fraction=0.6", "data.test_fraction=0.5"], "must be >= 0 and sum to less than 1"),
     ("image_folder_missing", "an image folder that does not exist", ["data=image_folder", "data.root=/nonexistent"], "is not a folder"),
     ("resume_missing_file", "resume from a checkpoint that is not there", ["resume=/nonexistent/last.ckpt"], "no such checkpoint file"),
+    ("missing_zoo_entry", "weights from a zoo entry that does not exist", ["model.pretrained=zoo:no_such_model"], "no zoo entry 'no_such_model'"),
+    ("unknown_weight_source", "a misspelt weight source", ["model=timm", "model.name=tf_efficientnet_lite0", "model.pretrained=imagenet_lite"], "Did you mean imagenet_lite0"),
+    ("lite0_on_other_arch", "ImageNet Lite0 weights for another architecture", ["model=timm", "model.name=resnet18", "model.pretrained=imagenet_lite0"], "holds weights for tf_efficientnet_lite0 only"),
+    ("bad_zoo_name", "an invalid zoo entry name", ["zoo.push=my/model"], "zoo entry name 'my/model' is not valid"),
+    ("impossible_freeze_spec", "a freeze phase with more groups than the model has", ["freeze=default", "freeze.phases.1.trainable=top:99"], "top:99"),
+    ("preset_contradiction", "an override that breaks the chosen preset", ["preset=self_normalizing", "model.batch_norm=before"], "preset=self_normalizing cannot be honoured"),
     ("bad_scheduler_interval", "a scheduler stepping at an unknown interval", ["scheduler=plateau", "scheduler.interval=batch"], "scheduler.interval='batch' is not one of"),
 ]
 
@@ -69,10 +74,10 @@ def test_corrupt_checkpoint_is_refused_before_training(tmp_path):
 
     ckpt = _good_run(tmp_path)
     data = bytearray(ckpt.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
-    bad = tmp_path / "corrupt.ckpt"
-    bad.write_bytes(bytes(data))
-    with pytest.raises(LtrainError, match="corrupt or truncated"):
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # inside a tensor: torch.load alone does not notice
+    ckpt.write_bytes(bytes(data))
+    bad = ckpt
+    with pytest.raises(LtrainError, match="sha256 does not match"):
         _train(tmp_path / "again", ["model.hidden=[8]", f"resume={bad}"])
     _nothing_written(tmp_path / "again" / "run")
 
@@ -81,7 +86,7 @@ def test_truncated_checkpoint_is_refused_before_training(tmp_path):
     from ltrain.errors import LtrainError
 
     ckpt = _good_run(tmp_path)
-    bad = tmp_path / "truncated.ckpt"
+    bad = tmp_path / "truncated.ckpt"  # no sidecar: caught by torch.load itself
     bad.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(LtrainError, match="corrupt or truncated"):
         _train(tmp_path / "again", ["model.hidden=[8]", f"resume={bad}"])
@@ -103,15 +108,36 @@ def test_wrong_type_in_the_config_exits_nonzero_with_a_hint(tmp_path):
     assert out.returncode == 2 and "bad config value" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_mc_dropout_with_no_samples_is_refused():
+    import torch
+
+    from ltrain.errors import LtrainError
+    from ltrain.inference import mc_dropout
+    from ltrain.models import build_mlp
+
+    model = build_mlp(4, 3, hidden=[8], dropout=0.5)
+    with pytest.raises(LtrainError, match="mc.samples must be at least 1, got 0"):
+        mc_dropout(model, torch.randn(2, 4), samples=0)
+
+
 EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
-    ("corrupt checkpoint (bytes flipped)", "test_corrupt_checkpoint_is_refused_before_training", "checkpoint … is corrupt or truncated"),
+    ("corrupted zoo weights (a flipped byte)", "tests/zoo/test_catalog.py::test_flipped_byte_is_caught_by_verify_and_by_loading",
+     "ltrain-zoo verify: checksum mismatch; loading raises an LtrainError that says to re-push or remove the entry"),
+    ("MC dropout with samples <= 0", "test_mc_dropout_with_no_samples_is_refused", "mc.samples must be at least 1, got 0"),
+    ("MC dropout on a model with no dropout", "tests/inference/test_mc_dropout.py::test_model_without_dropout_is_refused_with_a_clear_error",
+     "… has no dropout … (model.dropout=0.2 … model.drop_rate=0.2)"),
+    ("a frozen-feature cache over a random augmentation",
+     "tests/cache/test_cache.py::test_random_augmentation_with_cache_fails_fast_naming_the_transform",
+     "… train transform ImageTransform(… augment='flip_crop') is random …"),
+    ("corrupt checkpoint (bytes flipped inside a tensor)", "test_corrupt_checkpoint_is_refused_before_training",
+     "checkpoint … is corrupt or truncated (its sha256 does not match last.ckpt.sha256)"),
     ("truncated checkpoint", "test_truncated_checkpoint_is_refused_before_training", "checkpoint … is corrupt or truncated"),
     ("checkpoint of another architecture", "test_checkpoint_of_another_architecture_is_refused_naming_the_keys",
      "checkpoint … is of another architecture than this config's model: shape mismatch [...]"),
     ("a config value of the wrong type (data.batch_size=lots)", "test_wrong_type_in_the_config_exits_nonzero_with_a_hint",
      "bad config value: … Check the value with: ltrain --cfg job"),
     ("unknown config key (model.hiden=…)", "tests/test_cli.py::test_unknown_config_key_is_refused",
-     "Hydra: Could not override 'model.hiden' … Key 'hiden' is not in struct"),
+     "Could not override 'model.hiden'. To append to your config use +model.hiden=… Key 'hiden' is not in struct"),
     ("ltrain-report on a directory without runs", "tests/test_report.py::test_report_on_an_empty_directory_says_where_to_point_it",
      "no results.json under DIR: point dir= at a run or multirun directory"),
 ]
