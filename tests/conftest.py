@@ -6,10 +6,9 @@ import os
 import warnings
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from ltrain.paths import conf_dir
+from ltrain.config import compose_config as ltrain_compose
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -24,8 +23,7 @@ SHRINK = [
 
 def compose_config(*overrides: str, shrink: bool = True) -> DictConfig:
     """The real ``conf/config.yaml`` with ``overrides`` (and the test shrink), as the CLI would see it."""
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return compose("config", overrides=[*(SHRINK if shrink else []), *overrides])
+    return ltrain_compose(*(SHRINK if shrink else []), *overrides)
 
 
 @pytest.fixture

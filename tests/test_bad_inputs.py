@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from conftest import compose_config  # noqa: E402
+from ltrain.config import compose_config
+
+SHRINK = ("trainer.enable_progress_bar=false", "trainer.max_epochs=1", "trainer.limit_train_batches=2")
 
 # (id, what the user did, overrides, a fragment of the message they get)
 TRAIN_CASES = [
@@ -45,7 +46,7 @@ TRAIN_CASES = [
 def _train(tmp_path, overrides):
     from ltrain.train import train
 
-    return train(compose_config(*overrides, "trainer.max_epochs=1", "trainer.limit_train_batches=2"), tmp_path / "run")
+    return train(compose_config(*SHRINK, *overrides), tmp_path / "run")
 
 
 def _nothing_written(run_dir: Path) -> None:
