@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import ltrain
+from ltrain.callbacks.last_checkpoint import LastCheckpoint
 from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
 from ltrain.io import atomic_write_json
@@ -54,16 +55,11 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return callbacks
 
 
-def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """``best.ckpt`` (highest val/acc) and ``last.ckpt`` (every epoch, for resuming).
-
-    Two callbacks, because Lightning 2.6's ``save_last=True`` refreshes last.ckpt only in epochs where the
-    monitored metric improved, so it can lag behind the run.
-    """
+def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, LastCheckpoint]:
+    """``best.ckpt`` (highest val/acc, for testing) and ``last.ckpt`` (every epoch boundary, for resuming)."""
     best = ModelCheckpoint(dirpath=dirpath, filename="best", monitor="val/acc", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
-    last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    return best, last
+    return best, LastCheckpoint(dirpath)
 
 
 def checkpoint_plugins(cfg: DictConfig) -> list:

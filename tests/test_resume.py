@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from ltrain.train import train
@@ -22,13 +23,24 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
-def test_resuming_from_a_checkpoint_gives_the_uninterrupted_weights(cfg_factory, tmp_path):
-    aug = [*SMALL, "data.augment=flip_crop"]  # dropout and augmentation both draw random numbers
+# plateau in "max" mode on a falling loss halves the rate after every epoch: the LR sequence matters
+SCHEDULES = {
+    "none": [],
+    "plateau": ["scheduler=plateau", "scheduler.scheduler.mode=max", "scheduler.scheduler.patience=0"],
+    "one_cycle": ["scheduler=one_cycle", "scheduler.scheduler.total_steps=45"],  # 3 epochs x 15 batches, fixed
+}
+
+
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+def test_resuming_from_a_checkpoint_gives_the_uninterrupted_weights(cfg_factory, tmp_path, schedule):
+    aug = [*SMALL, "data.augment=flip_crop", *SCHEDULES[schedule]]  # dropout and augmentation draw random numbers
     full = train(cfg_factory(*aug, "trainer.max_epochs=3", "test=false"), tmp_path / "full")
     part = train(cfg_factory(*aug, "trainer.max_epochs=2", "test=false"), tmp_path / "part")
     resumed = train(cfg_factory(*aug, "trainer.max_epochs=3", "test=false",
                                 f"resume={tmp_path / 'part' / 'checkpoints' / 'last.ckpt'}"), tmp_path / "resumed")
     assert part["global_step"] < full["global_step"] == resumed["global_step"]
+    lr = [r["trainer"].optimizers[0].param_groups[0]["lr"] for r in (full, resumed)]
+    assert lr[0] == lr[1], lr
     a, b = full["module"].state_dict(), resumed["module"].state_dict()
     assert a.keys() == b.keys()
     for k in a:
