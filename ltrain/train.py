@@ -15,7 +15,6 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import ltrain
-from ltrain.callbacks.last_checkpoint import LastCheckpoint
 from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
 from ltrain.io import atomic_write_json
@@ -55,11 +54,18 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return callbacks
 
 
-def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, LastCheckpoint]:
-    """``best.ckpt`` (highest val/acc, for testing) and ``last.ckpt`` (every epoch boundary, for resuming)."""
+def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """``best.ckpt`` (highest val/acc, for testing) and ``last.ckpt`` (every epoch, for resuming).
+
+    Two callbacks, because Lightning 2.6's ``save_last=True`` refreshes last.ckpt only in epochs where the
+    monitored metric improved, so it can lag behind the run. Known limit: Lightning steps epoch-interval
+    schedulers after the epoch's checkpoint and does not replay that step on resume, so a resumed
+    ReduceLROnPlateau is one step behind (step-interval schedules such as one_cycle resume exactly).
+    """
     best = ModelCheckpoint(dirpath=dirpath, filename="best", monitor="val/acc", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)
-    return best, LastCheckpoint(dirpath)
+    last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    return best, last
 
 
 def checkpoint_plugins(cfg: DictConfig) -> list:
