@@ -22,7 +22,7 @@ from torch import nn
 from ltrain.errors import LtrainError
 from ltrain.models.activations import make_activation
 from ltrain.models.init import init_weights
-from ltrain.optim.lr_scheduler import LRSchedulerConfig
+from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
 
 NOISES = ("gaussian", "dropout", "none")
 
@@ -101,11 +101,7 @@ class DenoisingAutoencoder(L.LightningModule):
 
     def configure_optimizers(self):
         params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("frozen_input.")]
-        optimizer = self.optimizer_factory(params)
-        if self.scheduler_config is None:
-            return optimizer
-        total = self.trainer.estimated_stepping_batches if self.scheduler_config.interval == "step" else self.trainer.max_epochs
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_config.build(optimizer, total)}
+        return optimizers_for(self.trainer, params, self.optimizer_factory, self.scheduler_config)
 
 
 def dense_decoder(code_dim: int, hidden: Sequence[int], output_shape: Sequence[int], activation: str = "elu",

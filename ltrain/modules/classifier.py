@@ -16,7 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ltrain.errors import LtrainError
-from ltrain.optim.lr_scheduler import LRSchedulerConfig
+from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
 
 
 def mse_on_probabilities(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -106,8 +106,4 @@ class ClassifierModule(L.LightningModule):
         return [{"params": [p for p in self.model.parameters()]}]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.param_groups())
-        if self.scheduler_config is None:
-            return optimizer
-        total = self.trainer.estimated_stepping_batches if self.scheduler_config.interval == "step" else self.trainer.max_epochs
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_config.build(optimizer, total)}
+        return optimizers_for(self.trainer, self.param_groups(), self.optimizer_factory, self.scheduler_config)

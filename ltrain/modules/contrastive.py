@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltrain.errors import LtrainError
-from ltrain.optim.lr_scheduler import LRSchedulerConfig
+from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -154,8 +154,4 @@ class SimCLRModule(L.LightningModule):
         self._step(batch, batch_idx, "val")
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        if self.scheduler_config is None:
-            return optimizer
-        total = self.trainer.estimated_stepping_batches if self.scheduler_config.interval == "step" else self.trainer.max_epochs
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_config.build(optimizer, total)}
+        return optimizers_for(self.trainer, [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_config)

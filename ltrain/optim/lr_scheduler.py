@@ -51,3 +51,14 @@ class LRSchedulerConfig:
         if self.monitor:
             out["monitor"] = self.monitor
         return out
+
+
+def optimizers_for(trainer, params, optimizer_factory: Callable[..., Optimizer],
+                   scheduler_config: LRSchedulerConfig | None):
+    """What a LightningModule's ``configure_optimizers`` returns: the optimizer and, if configured, its scheduler
+    sized to the run (optimizer steps for ``interval: step``, epochs otherwise)."""
+    optimizer = optimizer_factory(params)
+    if scheduler_config is None:
+        return optimizer
+    total = trainer.estimated_stepping_batches if scheduler_config.interval == "step" else trainer.max_epochs
+    return {"optimizer": optimizer, "lr_scheduler": scheduler_config.build(optimizer, total)}
