@@ -37,6 +37,8 @@ def train_app(cfg: DictConfig) -> float | None:
     run_dir = _pin_run_dir()
     if recipe_runner(cfg) is not None:
         results = run_recipe(cfg, run_dir)
+        if isinstance(results.get("source"), dict):
+            print(f"{'source (model A)':>20}: test_acc={results['source']['test_acc']:.4f}")
         for arm, metrics in results.get("arms", {}).items():
             print(f"{arm:>20}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
         if results.get("zoo_entry"):
