@@ -127,7 +127,27 @@ class _Skip(Exception):
     """Why one BN cannot be folded on one side (collected into the report)."""
 
 
-def fold_batchnorm(model: nn.Module, example_input: Any = None) -> tuple[nn.Module, FoldReport]:
+class ChannelAffine(nn.Module):
+    """What an eval-mode BatchNorm computes, ``x * scale + shift`` per channel (dim 1), as plain Mul and Add.
+
+    For a BN no layer can absorb (after a sum or concat, before an activation): exactly the same function,
+    but exported to ONNX without a BatchNormalization node.
+    """
+
+    def __init__(self, scale: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype):
+        super().__init__()
+        self.register_buffer("scale", scale.to(dtype))
+        self.register_buffer("shift", shift.to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return x * self.scale.view(shape) + self.shift.view(shape)
+
+
+UNFOLDABLE = ("bn", "affine")
+
+
+def fold_batchnorm(model: nn.Module, example_input: Any = None, unfoldable: str = "bn") -> tuple[nn.Module, FoldReport]:
     """An eval-mode deep copy of ``model`` with every exactly foldable BatchNorm folded, and a report.
 
     Folds a BN (``torch.nn.BatchNorm1d/2d/3d``, ``SyncBatchNorm``, timm's ``BatchNormAct2d``) into the
@@ -136,7 +156,13 @@ def fold_batchnorm(model: nn.Module, example_input: Any = None) -> tuple[nn.Modu
     ``BatchNormAct2d`` becomes its drop + activation. ``example_input`` (a tensor or a tuple of positional
     inputs) drives the one recorded forward pass; by default a random batch of one sized from the model's
     first layer and timm's ``pretrained_cfg``. The input model is not modified.
+
+    ``unfoldable``: what becomes of a BN no layer can absorb exactly: "bn" leaves it as it is; "affine"
+    replaces it by the same per-channel affine map (:class:`ChannelAffine`), so an ONNX export has no
+    BatchNormalization node at all. Either way the report lists it with the reason it was not folded.
     """
+    if unfoldable not in UNFOLDABLE:
+        raise LtrainError(f"unfoldable={unfoldable!r} is not one of {list(UNFOLDABLE)}")
     folded = copy.deepcopy(model).eval()
     if example_input is None:
         example_input = default_example_input(folded)
@@ -158,6 +184,16 @@ def fold_batchnorm(model: nn.Module, example_input: Any = None) -> tuple[nn.Modu
         _replace_module(folded, plan.bn, _replacement(plan.bn))
         report.folded.append(FoldedBN(plan.bn_name, tuple(n for n, _, _ in plan.layers), plan.side, plan.follows_layer))
 
+    if unfoldable == "affine":
+        modules = dict(folded.named_modules())
+        for skipped in report.skipped:
+            bn = modules[skipped.name]
+            scale, shift = bn_scale_shift(bn)
+            affine = ChannelAffine(scale, shift, bn.running_var.dtype)
+            rest = _replacement(bn)  # a BatchNormAct2d keeps its drop + activation after the affine map
+            if rest is None:  # a BN subclass with a forward of its own: left as it is
+                continue
+            _replace_module(folded, bn, affine if isinstance(rest, nn.Identity) else nn.Sequential(affine, rest))
     flow.keep_alive.clear()  # the recorded activations are no longer needed
     report.max_abs_diff, report.output_scale = _compare(folded, example_input, flow.output)
     return folded, report

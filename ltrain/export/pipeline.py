@@ -29,7 +29,7 @@ def export(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     example = torch.randn(1, input_shape[0], *size, generator=gen)
     results = export_model(
         model, example, out_dir,
-        fold=cfg.fold, tolerance=cfg.tolerance, onnx=cfg.onnx.enabled, dynamo=cfg.onnx.dynamo,
+        fold=cfg.fold, unfoldable=cfg.unfoldable, tolerance=cfg.tolerance, onnx=cfg.onnx.enabled, dynamo=cfg.onnx.dynamo,
         opset=cfg.onnx.opset, ort_level=cfg.onnx.ort_level, compare_unfolded=cfg.compare_unfolded,
         torch_export=cfg.torch_export, latency_batches=list(cfg.latency.batch_sizes),
         latency_repeats=cfg.latency.repeats, latency_warmup=cfg.latency.warmup,
@@ -118,6 +118,7 @@ def export_model(
     out_dir: str | Path,
     *,
     fold: bool = True,
+    unfoldable: str = "affine",
     tolerance: float = 1e-4,
     onnx: bool = True,
     dynamo: bool = True,
@@ -139,7 +140,7 @@ def export_model(
     original = model.eval()
     results: dict[str, Any] = {"input_shape": list(example_input.shape[1:])}
     if fold:
-        deployed, report = fold_batchnorm(original, example_input)
+        deployed, report = fold_batchnorm(original, example_input, unfoldable=unfoldable)
         results["fold"] = report.to_dict()
         print(report.summary())
         if not report.rel_diff <= tolerance:
