@@ -37,6 +37,8 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
     kwargs: dict[str, Any] = {"input_names": ["input"], "output_names": ["output"], "opset_version": opset}
     if dynamo:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        if example_input.shape[0] == 1:  # torch.export specialises size-1 dims; trace with a batch of 2
+            example_input = torch.cat([example_input, example_input])
     else:
         kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter_logs():
