@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ltrain.callbacks.cache_data import (CachedFeatures, ShardShuffleSampler, SwitchableDataset, cache_file, cache_key,
                                          load_features, save_features)
+from ltrain.callbacks.network import find_network
 from ltrain.errors import LtrainError
 from ltrain.models.split import ModelSplit, eval_mode, split_model
 
@@ -259,14 +260,7 @@ class FrozenFeatureCache(Callback):
         self._datamodule, self._switches = None, []
 
     def _find_model(self, pl_module: L.LightningModule) -> nn.Module:
-        if self.model_attr is None:
-            return pl_module
-        model = getattr(pl_module, self.model_attr, None)
-        if not isinstance(model, nn.Module):
-            children = [n for n, _ in pl_module.named_children()]
-            raise LtrainError(f"FrozenFeatureCache looks for the network at {type(pl_module).__name__}."
-                              f"{self.model_attr}, which is not an nn.Module: set model_attr to one of {children}")
-        return model
+        return find_network(pl_module, self.model_attr, "FrozenFeatureCache")
 
 
 def _check_callback_order(trainer: L.Trainer, cache: FrozenFeatureCache) -> None:

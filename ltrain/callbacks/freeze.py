@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ltrain.callbacks.network import find_network
 from ltrain.errors import LtrainError, close_matches
 from ltrain.models.groups import HEAD, LayerGroup, format_groups, layer_groups
 from ltrain.optim.param_groups import (group_lr_reference, schedule_progress, scale_group_lrs,
@@ -246,15 +247,7 @@ class FreezeSchedule(Callback):
 
     # ---- the work -------------------------------------------------------------------------------
     def _find_model(self, pl_module: L.LightningModule) -> nn.Module:
-        if self.model_attr is None:
-            return pl_module
-        model = getattr(pl_module, self.model_attr, None)
-        if not isinstance(model, nn.Module):
-            children = [n for n, _ in pl_module.named_children()]
-            raise LtrainError(f"FreezeSchedule looks for the network at {type(pl_module).__name__}.{self.model_attr}, "
-                              f"which is not an nn.Module. Set model_attr to one of {children} "
-                              "(or null for the LightningModule itself)")
-        return model
+        return find_network(pl_module, self.model_attr, "FreezeSchedule")
 
     def _apply(self, index: int, trainer: L.Trainer, announce: bool) -> None:
         """Make phase ``index`` current: requires_grad, optimizer state, BN modes and group rates."""
