@@ -44,8 +44,9 @@ def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModu
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
     """Every callback the config names: ``callbacks.*`` entries and the ``freeze`` schedule, if any."""
     from ltrain.callbacks.epoch_seed import EpochSeed
+    from ltrain.callbacks.plateau_resume import ResumePlateauSchedulers
 
-    callbacks: list[Callback] = [EpochSeed(cfg.seed)]
+    callbacks: list[Callback] = [EpochSeed(cfg.seed), ResumePlateauSchedulers()]
     callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     if cfg.get("freeze"):
         callbacks.append(instantiate(cfg.freeze, _convert_="all"))
@@ -58,9 +59,8 @@ def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     """``best.ckpt`` (highest val/acc, for testing) and ``last.ckpt`` (every epoch, for resuming).
 
     Two callbacks, because Lightning 2.6's ``save_last=True`` refreshes last.ckpt only in epochs where the
-    monitored metric improved, so it can lag behind the run. Known limit: Lightning steps epoch-interval
-    schedulers after the epoch's checkpoint and does not replay that step on resume, so a resumed
-    ReduceLROnPlateau is one step behind (step-interval schedules such as one_cycle resume exactly).
+    monitored metric improved, so it can lag behind the run. Lightning steps ReduceLROnPlateau after the
+    epoch's checkpoint and skips that step on resume; ``ResumePlateauSchedulers`` takes it.
     """
     best = ModelCheckpoint(dirpath=dirpath, filename="best", monitor="val/acc", mode="max", save_top_k=1,
                            auto_insert_metric_name=False, enable_version_counter=False)

@@ -23,10 +23,10 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
 
 
-# Epoch-interval plateau schedules resume one step late (Lightning steps them after the epoch's checkpoint and
-# does not replay the step; see tests/toolbox for the strict xfail that tracks it), so they are not listed here.
 SCHEDULES = {
     "none": [],
+    # val/loss never improves by 100%: the LR halves after every epoch, a step Lightning skips on resume
+    "plateau": ["scheduler=plateau", "scheduler.scheduler.patience=0", "+scheduler.scheduler.threshold=1.0"],
     "one_cycle": ["scheduler=one_cycle", "scheduler.scheduler.total_steps=45"],  # 3 epochs x 15 batches, fixed
 }
 
@@ -47,10 +47,15 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_weights(cfg_factory,
         assert torch.equal(a[k], b[k]), k
 
 
+# head only, then the top two groups at a tenth of the rate from epoch 2; the LR also halves at every epoch end
+IN_EFFECT = [*SMALL, "trainer.max_epochs=4", "trainer.enable_progress_bar=false", "freeze=default",
+             "freeze.phases=[{trainable: head}, {at_epoch: 2, trainable: 'top:2', lr_scale: 0.1}]",
+             *SCHEDULES["plateau"]]
+
+
 def _ltrain(run_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([str(BIN / "ltrain"), *SMALL, "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
-                             f"hydra.run.dir={run_dir}", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+    return subprocess.Popen([str(BIN / "ltrain"), *IN_EFFECT, f"hydra.run.dir={run_dir}", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def test_sigkill_at_a_random_step_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
@@ -65,12 +70,14 @@ def test_sigkill_at_a_random_step_then_resume_auto_matches_an_uninterrupted_run(
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait()
     assert not (tmp_path / "victim" / "results.json").exists(), "killed too late: the run had finished"
-    resumed = subprocess.run([str(BIN / "ltrain"), *SMALL, "trainer.max_epochs=4", "trainer.enable_progress_bar=false",
-                              f"hydra.run.dir={tmp_path / 'victim'}", "resume=auto"], capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run([str(BIN / "ltrain"), *IN_EFFECT, f"hydra.run.dir={tmp_path / 'victim'}", "resume=auto"],
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
     a = _weights(tmp_path / "reference" / "checkpoints" / "last.ckpt")
     b = _weights(last)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+    rates = [[g["lr"] for g in torch.load(c, map_location="cpu", weights_only=True)["optimizer_states"][0]["param_groups"]]
+             for c in (tmp_path / "reference" / "checkpoints" / "last.ckpt", last)]
+    assert rates[0] == rates[1] and len(set(rates[0])) > 1, rates  # phase rates and plateau cuts, as uninterrupted

@@ -2,7 +2,8 @@
 
 from ltrain.callbacks.cache import FrozenFeatureCache
 from ltrain.callbacks.diagnostics import TrainingDiagnostics
+from ltrain.callbacks.plateau_resume import ResumePlateauSchedulers
 from ltrain.callbacks.freeze import FreezeSchedule, Phase, Plateau
 from ltrain.callbacks.max_norm import MaxNorm
 
-__all__ = ["FreezeSchedule", "FrozenFeatureCache", "MaxNorm", "Phase", "Plateau", "TrainingDiagnostics"]
+__all__ = ["FreezeSchedule", "FrozenFeatureCache", "MaxNorm", "Phase", "Plateau", "ResumePlateauSchedulers", "TrainingDiagnostics"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from ltrain.callbacks import ResumePlateauSchedulers
 from toolbox_helpers import CrashAt, KilledRun, LRRecorder, tiny_module, tiny_trainer
 
 from tests.conftest import compose_config
@@ -109,14 +110,9 @@ RESUMABLE = {
 }
 
 
-LIGHTNING_PLATEAU_RESUME = pytest.mark.xfail(
-    strict=True, reason="Lightning 2.6 skips ReduceLROnPlateau's step at the end of the epoch a run resumes in "
-    "(fit_loop.on_advance_end: `if not self.restarting`), so a resumed plateau schedule lags one epoch")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[LIGHTNING_PLATEAU_RESUME, pytest.mark.slow]) if n == "plateau" else n
-                                  for n in RESUMABLE])
+@pytest.mark.parametrize("name", list(RESUMABLE))
 def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_sequence(name, digits, tmp_path):
+    """ResumePlateauSchedulers (in every ltrain Trainer) takes the plateau step Lightning skips on resume."""
     overrides, formula = RESUMABLE[name]
     overrides = ["optimizer=momentum", *overrides]
     crash_step = 7  # in the middle of the second epoch
@@ -124,11 +120,11 @@ def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_se
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
     module, _ = tiny_module(digits, *overrides)
     with pytest.raises(KilledRun):
-        tiny_trainer(tmp_path, first, CrashAt(crash_step), ckpt, max_epochs=EPOCHS, limit_train_batches=STEPS_PER_EPOCH,
+        tiny_trainer(tmp_path, first, CrashAt(crash_step), ckpt, ResumePlateauSchedulers(), max_epochs=EPOCHS, limit_train_batches=STEPS_PER_EPOCH,
                      limit_val_batches=1, enable_checkpointing=True).fit(module, datamodule=digits)
     second = LRRecorder()
     module, _ = tiny_module(digits, *overrides, seed=1)  # different fresh weights: the checkpoint must restore all
-    tiny_trainer(tmp_path, second, max_epochs=EPOCHS, limit_train_batches=STEPS_PER_EPOCH, limit_val_batches=1,
+    tiny_trainer(tmp_path, second, ResumePlateauSchedulers(), max_epochs=EPOCHS, limit_train_batches=STEPS_PER_EPOCH, limit_val_batches=1,
                  enable_checkpointing=True).fit(module, datamodule=digits, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
 
     rows = first.rows + second.rows
