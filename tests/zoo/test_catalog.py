@@ -215,6 +215,11 @@ def test_push_killed_at_any_moment_leaves_the_catalogue_as_before_or_complete(pu
     print(f"{len(interrupted)} of 6 kills landed inside a push ({len(interrupted) - renamed} while staging, {renamed} "
           f"after the folder was renamed in but before the entry file); {len(zoo.names())} complete entries listed")
     assert interrupted, "no kill landed inside a push: the test did not test anything"
+    cli = Path(sys.executable).parent / "ltrain-zoo"  # what a user runs after the crash
+    verify = subprocess.run([str(cli), "verify"], capture_output=True, text=True, timeout=120)
+    lines = verify.stdout.splitlines()
+    assert verify.returncode == 0 and len(lines) == len(zoo.names()) and all(x.startswith("ok ") for x in lines), \
+        verify.stdout + verify.stderr
     # pushing an interrupted name again works and clears the dead pusher's staging folder
     for folder in interrupted:
         model = build_model({"name": "mlp", "hidden": [8]}, 10, (1, 28, 28))
