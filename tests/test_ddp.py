@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 
 from ltrain.runs import from_run
 
@@ -39,3 +43,36 @@ def test_ddp_cpu_writes_one_run_directory_and_matches_one_process(tmp_path):
     (metrics,) = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False).test(module, datamodule=dm,
                                                                                             verbose=False)
     assert metrics["test/acc"] == pytest.approx(results["test_acc"], abs=1e-6)
+
+
+@pytest.mark.ddp
+def test_ddp_cpu_run_killed_in_a_freeze_schedule_resumes_auto_to_the_uninterrupted_weights(tmp_path):
+    """SIGKILL both ranks after the first epoch's checkpoint; ``resume=auto`` under DDP ends bit-identical."""
+    args = [*COMMON, "trainer=ddp_cpu", "data.batch_size=32", "model.hidden=[64,64]", "trainer.limit_train_batches=20",
+            "test=false", "freeze=default", "freeze.phases=[{trainable: head}, {at_epoch: 1, trainable: all, lr_scale: 0.5}]"]
+
+    def ltrain(run_dir: Path, *more: str) -> subprocess.Popen:
+        return subprocess.Popen([str(BIN / "ltrain"), *args, f"hydra.run.dir={run_dir}", *more],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    victim = ltrain(tmp_path / "victim")
+    last = tmp_path / "victim" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not last.exists() and time.time() < deadline and victim.poll() is None:
+        time.sleep(0.05)
+    assert last.exists(), victim.stderr.read()[-3000:] if victim.poll() is not None else "no checkpoint in 300 s"
+    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "victim" / "results.json").exists(), "killed too late: the run had finished"
+    resumed = ltrain(tmp_path / "victim", "resume=auto")
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    reference = ltrain(tmp_path / "reference")
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
+    runs = [d for d in (tmp_path / "victim").iterdir() if (d / "config.yaml").exists()] + [tmp_path / "victim"]
+    assert [d for d in runs if (d / "results.json").exists()] == [tmp_path / "victim"]  # still one run directory
+    a, b = (torch.load(d / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            for d in (tmp_path / "reference", tmp_path / "victim"))
+    assert a["epoch"] == b["epoch"] == 2
+    for k in a["state_dict"]:
+        assert torch.equal(a["state_dict"][k], b["state_dict"][k]), k
