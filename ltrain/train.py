@@ -133,6 +133,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "hardware": hardware(),
         "versions": {"ltrain": ltrain.__version__, "torch": torch.__version__, "lightning": L.__version__},
     }
+    for callback in trainer.callbacks:  # e.g. where OptunaPruning stopped the run
+        results.update(callback.summary() if hasattr(callback, "summary") else {})
     if cfg.get("test", True):
         ckpt = "best" if checkpoint.best_model_path else None
         (metrics,) = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)

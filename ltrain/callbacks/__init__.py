@@ -2,8 +2,9 @@
 
 from ltrain.callbacks.cache import FrozenFeatureCache
 from ltrain.callbacks.diagnostics import TrainingDiagnostics
+from ltrain.callbacks.optuna_pruning import OptunaPruning
 from ltrain.callbacks.plateau_resume import ResumePlateauSchedulers
 from ltrain.callbacks.freeze import FreezeSchedule, Phase, Plateau
 from ltrain.callbacks.max_norm import MaxNorm
 
-__all__ = ["FreezeSchedule", "FrozenFeatureCache", "MaxNorm", "Phase", "Plateau", "ResumePlateauSchedulers", "TrainingDiagnostics"]
+__all__ = ["FreezeSchedule", "FrozenFeatureCache", "MaxNorm", "OptunaPruning", "Phase", "Plateau", "ResumePlateauSchedulers", "TrainingDiagnostics"]

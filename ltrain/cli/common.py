@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 
+import ltrain.config  # noqa: F401  (registers ltrain's config resolvers before Hydra composes)
 from ltrain.errors import LtrainError
 from ltrain.paths import conf_dir
 
