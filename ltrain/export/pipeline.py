@@ -7,6 +7,7 @@ architecture, a zoo entry (``zoo:NAME``) or a checkpoint file.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ def export(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         model, example, out_dir,
         fold=cfg.fold, unfoldable=cfg.unfoldable, tolerance=cfg.tolerance, onnx=cfg.onnx.enabled, dynamo=cfg.onnx.dynamo,
         opset=cfg.onnx.opset, ort_level=cfg.onnx.ort_level, compare_unfolded=cfg.compare_unfolded,
-        torch_export=cfg.torch_export, latency_batches=list(cfg.latency.batch_sizes),
+        torch_export=cfg.torch_export, sparsify=cfg.sparsify, quantize=cfg.quantize,
+        latency_batches=list(cfg.latency.batch_sizes),
         latency_repeats=cfg.latency.repeats, latency_warmup=cfg.latency.warmup,
     )
     results["source"] = origin
@@ -126,6 +128,8 @@ def export_model(
     ort_level: str = "all",
     compare_unfolded: bool = True,
     torch_export: bool = False,
+    sparsify: float = 0.0,
+    quantize: str | None = None,
     latency_batches: list[int] = (1,),
     latency_repeats: int = 10,
     latency_warmup: int = 2,
@@ -133,8 +137,16 @@ def export_model(
     """Fold (optionally), export to ONNX and check it in ONNX Runtime; time before/after; print and return a report.
 
     Raises if the folded model or the ONNX file differs from the original by more than ``tolerance`` times
-    the output scale: an export that is not proven equal is not handed over.
+    the output scale: an export that is not proven equal is not handed over. The two lossy options are
+    reported instead: ``sparsify`` zeroes weights below that magnitude after folding, ``quantize="int8"``
+    also writes ``model_int8.onnx`` (ONNX Runtime dynamic quantisation) and times it beside the float file.
     """
+    from ltrain.export.lowp import QUANTIZE, output_change, zero_small_weights
+
+    if quantize not in QUANTIZE:
+        raise LtrainError(f"quantize={quantize!r} is not one of {list(QUANTIZE)}")
+    if quantize and not onnx:
+        raise LtrainError("quantize=int8 quantises the ONNX file: keep onnx.enabled=true")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     original = model.eval()
@@ -147,8 +159,16 @@ def export_model(
             raise RuntimeError(f"folded model differs from the original by {report.rel_diff:.3g} (relative) > {tolerance}")
     else:
         deployed = original
-
-    check_input = torch.randn(2, *example_input.shape[1:], generator=torch.Generator().manual_seed(1)).to(example_input)
+    lossy = bool(sparsify or quantize)  # their cost is measured on more inputs than the equality checks need
+    check_input = torch.randn(32 if lossy else 2, *example_input.shape[1:],
+                              generator=torch.Generator().manual_seed(1)).to(example_input)
+    if sparsify:
+        with torch.no_grad():
+            before = deployed(check_input)
+        deployed = copy.deepcopy(deployed) if deployed is original else deployed
+        results["sparsify"] = zero_small_weights(deployed, sparsify)
+        with torch.no_grad():
+            results["sparsify"] |= output_change(before, deployed(check_input))
     variants = {"unfolded": original, "folded": deployed} if fold and compare_unfolded else {"model": deployed}
     eager = {}
     for batch in latency_batches:
@@ -161,7 +181,7 @@ def export_model(
     if onnx:
         results["onnx"] = _export_and_check(variants, example_input, check_input, out_dir, dynamo=dynamo, opset=opset,
                                             ort_level=ort_level, tolerance=tolerance, batches=latency_batches,
-                                            repeats=latency_repeats, warmup=latency_warmup)
+                                            repeats=latency_repeats, warmup=latency_warmup, quantize=quantize)
     if torch_export:
         from ltrain.export.onnx import torch_export_batch_norms
 
@@ -175,8 +195,9 @@ def export_model(
 
 def _export_and_check(variants: dict[str, nn.Module], example: torch.Tensor, check: torch.Tensor, out_dir: Path, *,
                       dynamo: bool, opset: int | None, ort_level: str, tolerance: float, batches: list[int],
-                      repeats: int, warmup: int) -> dict[str, Any]:
-    from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff, ort_session
+                      repeats: int, warmup: int, quantize: str | None = None) -> dict[str, Any]:
+    from ltrain.export.lowp import output_change, quantize_int8
+    from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff, ort_outputs, ort_session
 
     files, info = {}, {}
     for tag, m in variants.items():
@@ -189,6 +210,13 @@ def _export_and_check(variants: dict[str, nn.Module], example: torch.Tensor, che
         if not diff <= tolerance * max(scale, 1.0):
             raise RuntimeError(f"ONNX Runtime output of {path} differs from PyTorch by {diff:.3g} "
                                f"(output scale {scale:.3g}, tolerance {tolerance} x max(scale, 1))")
+    if quantize == "int8":  # lossy: reported against the float file, not held to the tolerance
+        float_tag = "folded" if "folded" in files else "model"
+        path = quantize_int8(files[float_tag], out_dir / "model_int8.onnx")
+        files["int8"] = path
+        info["int8"] = {"file": str(path), "bytes": path.stat().st_size, "nodes": sum(onnx_op_counts(path).values()),
+                        **output_change(*(torch.from_numpy(ort_outputs(files[t], check, ort_level))
+                                          for t in (float_tag, "int8")))}
     latency = {}
     for batch in batches:
         feed = torch.randn(batch, *example.shape[1:]).numpy()
@@ -202,9 +230,17 @@ def _export_and_check(variants: dict[str, nn.Module], example: torch.Tensor, che
 def _print_summary(results: dict[str, Any]) -> None:
     for batch, t in results["eager_latency_ms"].items():
         print(f"PyTorch latency, batch {batch}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in t.items()))
+    if "sparsify" in results:
+        s = results["sparsify"]
+        print(f"sparsify: {s['zeroed']} of {s['weights']} weights below {s['threshold']:g} set to 0 ({s['sparsity']:.1%}); "
+              f"outputs moved by {s['max_rel_diff']:.2e} of their scale, top class changed on {s['top1_changed']:.1%}")
     onnx = results.get("onnx")
     if onnx:
         for tag, i in onnx["files"].items():
+            if tag == "int8":
+                print(f"ONNX int8: {i['file']} ({i['bytes'] / 1e6:.2f} MB), outputs moved by {i['max_rel_diff']:.2e} of "
+                      f"their scale vs the float file, top class changed on {i['top1_changed']:.1%} of check inputs")
+                continue
             print(f"ONNX {tag}: {i['file']} ({i['bytes'] / 1e6:.2f} MB, {i['batch_norm_nodes']} BatchNormalization "
                   f"nodes), max |ONNX Runtime - PyTorch| = {i['max_abs_diff']:.2e}")
         for batch, t in onnx["ort_latency_ms"].items():
