@@ -92,7 +92,9 @@ def plot_arms(table: dict[str, dict[str, Cell]], metric: str, out_png: str | Pat
         ax.scatter([i] * len(cell.values), cell.values, color="k", s=12, zorder=3)
     ax.set_xticks(range(len(arms)), arms)
     ax.set_ylabel(metric)
-    ax.set_title(title)
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(title, width=max(30, int(11 * fig.get_figwidth())))), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
