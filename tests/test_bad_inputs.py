@@ -40,6 +40,9 @@ TRAIN_CASES = [
     ("impossible_freeze_spec", "a freeze phase with more groups than the model has", ["freeze=default", "freeze.phases.1.trainable=top:99"], "top:99"),
     ("preset_contradiction", "an override that breaks the chosen preset", ["preset=self_normalizing", "model.batch_norm=before"], "preset=self_normalizing cannot be honoured"),
     ("bad_scheduler_interval", "a scheduler stepping at an unknown interval", ["scheduler=plateau", "scheduler.interval=batch"], "scheduler.interval='batch' is not one of"),
+    ("pruning_without_storage", "Optuna pruning with no study storage to report to",
+     ["+callbacks.optuna_pruning={_target_:ltrain.callbacks.OptunaPruning,storage:null,study_name:lr_coarse}"],
+     "Optuna pruning needs the sweep's study in a storage the jobs can read"),
 ]
 
 
@@ -139,6 +142,9 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
      "bad config value: … Check the value with: ltrain --cfg job"),
     ("unknown config key (model.hiden=…)", "tests/test_cli.py::test_unknown_config_key_is_refused",
      "Could not override 'model.hiden'. To append to your config use +model.hiden=… Key 'hiden' is not in struct"),
+    ("ltrain-export quantize=int4 / sparsify=-1",
+     "tests/export/test_low_precision.py::test_zeroing_weights_leaves_the_caller_model_untouched_and_bad_options_are_refused",
+     "quantize='int4' is not one of [None, 'int8'] / sparsify=-1 must be >= 0 (0 keeps every weight)"),
     ("ltrain-report on a directory without runs", "tests/test_report.py::test_report_on_an_empty_directory_says_where_to_point_it",
      "no results.json under DIR: point dir= at a run or multirun directory"),
 ]
