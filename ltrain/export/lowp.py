@@ -7,6 +7,7 @@ quantisation (weights int8, activations quantised on the fly); nothing here re-i
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,12 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path) -> Path:
         raise LtrainError("quantize=int8 needs ONNX Runtime: pip install 'ltrain[export]'") from e
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
-    quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
+    root = logging.getLogger()  # the quantiser logs every tensor it leaves in float on the root logger, at INFO
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     tmp.replace(out_path)  # atomic: no half-written model_int8.onnx
     return out_path
