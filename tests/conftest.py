@@ -32,6 +32,17 @@ def cfg_factory():
 
 
 @pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than two contending ones."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_homes(tmp_path, monkeypatch):
     """Runs, zoo entries and caches of a test land in its own temporary directory."""
     monkeypatch.setenv("LTRAIN_RUNS", str(tmp_path / "runs"))

@@ -1,9 +1,8 @@
-"""Pretraining tests share the embedded digits; torch runs on one thread (2 shared cores: more threads only contend)."""
+"""Pretraining tests share the embedded digits."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ltrain.data import MnistEmbedded
 from ltrain.data.base import Arrays
@@ -23,14 +22,6 @@ class LoadedDigits(MnistEmbedded):
 @pytest.fixture(scope="session")
 def digit_arrays() -> Arrays:
     return MnistEmbedded().load_arrays()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

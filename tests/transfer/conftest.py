@@ -1,7 +1,6 @@
 """Fixtures of the transfer tests (helpers live in freeze_helpers.py)."""
 
 import pytest
-import torch
 from freeze_helpers import load_digits
 
 
@@ -11,10 +10,3 @@ def digits():
     return load_digits()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread is ~10x faster than two contending ones."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

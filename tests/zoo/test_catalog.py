@@ -76,6 +76,7 @@ def test_push_list_show_load_gives_identical_outputs(tmp_path, capsys):
     save_file({"x": x, "expected": expected}, str(tmp_path / "io.safetensors"))
     script = (
         "import sys, timm, torch; from safetensors.torch import load_file\n"
+        f"torch.set_num_threads({torch.get_num_threads()})\n"  # same thread count: bit-identical float sums
         f"io = load_file({str(tmp_path / 'io.safetensors')!r})\n"
         f"m = timm.create_model('local-dir:{zoo.folder('child')}', pretrained=True).eval()\n"
         "assert not any(k.startswith('ltrain') for k in sys.modules), 'ltrain was imported'\n"
