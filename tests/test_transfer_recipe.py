@@ -46,13 +46,19 @@ def test_mnist_transfer_pushes_a_and_trains_b_from_it(cfg_factory, tmp_path):
 
 
 @pytest.mark.slow
-def test_mnist_transfer_over_five_seeds(cfg_factory, tmp_path):
-    """The recipe at full size; the published table comes from the CLI multirun + ltrain-report."""
+def test_mnist_transfer_over_five_seeds(tmp_path):
+    """The recipe exactly as published (no test shrink), and the README's reading of it: on these digits
+    a network trained from scratch beats every arm that reuses model A, and fine-tuning A still learns."""
     from statistics import fmean
+
+    from ltrain.config import compose_config
 
     accs = {}
     for seed in range(5):
-        res = run_recipe(cfg_factory("recipe=mnist_transfer", f"seed={seed}"), tmp_path / str(seed))
+        cfg = compose_config("recipe=mnist_transfer", f"seed={seed}", "trainer.enable_progress_bar=false")
+        res = run_recipe(cfg, tmp_path / str(seed))
         for arm, m in res["arms"].items():
             accs.setdefault(arm, []).append(m["test_acc"])
-    assert fmean(accs["fine_tuned"]) > 0.8
+    means = {arm: fmean(v) for arm, v in accs.items()}
+    assert all(means["scratch"] > means[arm] for arm in ("frozen5", "frozen4", "fine_tuned")), means
+    assert means["fine_tuned"] > 0.75 and means["scratch"] > 0.9, means
