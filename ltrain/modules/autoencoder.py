@@ -22,7 +22,8 @@ from torch import nn
 from ltrain.errors import LtrainError
 from ltrain.models.activations import make_activation
 from ltrain.models.init import init_weights
-from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
+from ltrain.modules.pretext import PretextModule
+from ltrain.optim.lr_scheduler import LRSchedulerConfig
 
 NOISES = ("gaussian", "dropout", "none")
 
@@ -36,7 +37,7 @@ def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
     return x
 
 
-class DenoisingAutoencoder(L.LightningModule):
+class DenoisingAutoencoder(PretextModule):
     """Reconstruct the clean input from a corrupted copy (MSE); exposes ``.encoder`` for reuse.
 
     Args:
@@ -81,27 +82,16 @@ class DenoisingAutoencoder(L.LightningModule):
         with torch.no_grad():
             return self.frozen_input.eval()(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         clean = self.target(x)
         noisy = corrupt(clean, self.noise, self.noise_level) if stage == "train" else clean
         loss = F.mse_loss(self(noisy), clean)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "train",
-                 sync_dist=stage != "train")
+        self.log_stage(stage, loss)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def configure_optimizers(self):
-        params = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("frozen_input.")]
-        return optimizers_for(self.trainer, params, self.optimizer_factory, self.scheduler_config)
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("frozen_input.")]
 
 
 def dense_decoder(code_dim: int, hidden: Sequence[int], output_shape: Sequence[int], activation: str = "elu",

@@ -15,13 +15,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ltrain.errors import LtrainError
-from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
+from ltrain.modules.pretext import PretextModule
+from ltrain.optim.lr_scheduler import LRSchedulerConfig
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
@@ -93,7 +93,7 @@ def projection_head(feature_dim: int, hidden: int = 128, out: int = 64) -> nn.Se
     return nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
-class SimCLRModule(L.LightningModule):
+class SimCLRModule(PretextModule):
     """SimCLR pretraining of ``encoder`` on unlabelled image batches ``(x, _)``; exposes ``.encoder``.
 
     Args:
@@ -131,7 +131,7 @@ class SimCLRModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(self.encoder(x))
 
-    def _step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
+    def step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         gen = None if stage == "train" else torch.Generator().manual_seed(batch_idx)
         z1, z2 = self(self.augment(x, gen)), self(self.augment(x, gen))
@@ -142,16 +142,6 @@ class SimCLRModule(L.LightningModule):
             n = x.shape[0]
             partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
             acc = (sim.argmax(1) == partner).float().mean()
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=not on_step, sync_dist=not on_step)
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=not on_step, sync_dist=not on_step)
+        self.log_stage(stage, loss, acc)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, batch_idx, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, batch_idx, "val")
-
-    def configure_optimizers(self):
-        return optimizers_for(self.trainer, [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_config)

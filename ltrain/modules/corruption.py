@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
 from ltrain.errors import LtrainError
-from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
+from ltrain.modules.pretext import PretextModule
+from ltrain.optim.lr_scheduler import LRSchedulerConfig
 
 CORRUPTIONS = ("erase", "noise", "paste")
 
@@ -47,7 +47,7 @@ def corrupt_images(x: torch.Tensor, kind: str, strength: float = 0.5, generator:
     return torch.where(mask, donor, x)
 
 
-class CorruptionDiscriminationModule(L.LightningModule):
+class CorruptionDiscriminationModule(PretextModule):
     """Good (0) vs corrupted (1) images from any encoder; batches are ``(x, _)`` (labels ignored).
 
     Args:
@@ -79,7 +79,7 @@ class CorruptionDiscriminationModule(L.LightningModule):
         """Logit of "corrupted", shape (N,)."""
         return self.head(self.encoder(x)).squeeze(-1)
 
-    def _step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
+    def step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         gen = None if stage == "train" else torch.Generator().manual_seed(batch_idx)
         bad = (torch.arange(x.shape[0]) % 2 == 1).to(x.device)  # every other image: exactly half
@@ -90,16 +90,6 @@ class CorruptionDiscriminationModule(L.LightningModule):
         loss = F.binary_cross_entropy_with_logits(logit, target)
         metric = self.metrics[f"{stage}_acc"]
         metric((logit > 0).long(), bad.long())
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=not on_step, sync_dist=not on_step)
-        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=not on_step)
+        self.log_stage(stage, loss, metric)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, batch_idx, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, batch_idx, "val")
-
-    def configure_optimizers(self):
-        return optimizers_for(self.trainer, [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_config)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import BinaryAccuracy
 
 from ltrain.errors import LtrainError
-from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
+from ltrain.modules.pretext import PretextModule
+from ltrain.optim.lr_scheduler import LRSchedulerConfig
 
 COMBINES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], int]] = {
     # name -> (how to combine the two embeddings, width multiplier of the result)
@@ -36,7 +36,7 @@ COMBINES: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
 LOSSES = ("bce", "contrastive")
 
 
-class SiameseModule(L.LightningModule):
+class SiameseModule(PretextModule):
     """Two towers over any encoder, trained on ``(x_a, x_b, target)`` pair batches (0 = same class).
 
     Args:
@@ -113,28 +113,15 @@ class SiameseModule(L.LightningModule):
         threshold = 0.0 if self.head is not None else self.margin / 2
         return (score > threshold).long()
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def step(self, batch, batch_idx: int, stage: str) -> torch.Tensor:
         x_a, x_b, target = batch
         score = self(x_a, x_b)
         loss = self.pretext_loss(score, target)
         metric = self.metrics[f"{stage}_acc"]
         metric(self.predict_different(score), target.long())
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=not on_step, sync_dist=not on_step)
-        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=not on_step)
+        self.log_stage(stage, loss, metric)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test")
-
-    def configure_optimizers(self):
-        return optimizers_for(self.trainer, [p for p in self.parameters() if p.requires_grad], self.optimizer_factory, self.scheduler_config)
 
 
 def _logistic_head(in_features: int, hidden: int) -> nn.Module:
