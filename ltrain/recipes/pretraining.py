@@ -119,3 +119,14 @@ def run_arms(cfg: DictConfig, run_dir: Path, name: str | None) -> dict[str, dict
             if arm_name != "scratch" and not arm_name.endswith("_minus_scratch"):
                 arms[f"{arm_name}_minus_scratch"] = {"test_acc": arms[arm_name]["test_acc"] - base["test_acc"]}
     return arms
+
+
+def hand_over_and_compare(cfg: DictConfig, run_dir: Path, network: nn.Module, dm: ImageClassificationData,
+                          pretext_data: Any, pretext: dict[str, Any], description: str) -> dict[str, Any]:
+    """The second half of every pretraining recipe: push the pretrained network to the zoo, prove the
+    hand-over, train the arms from the entry; the recipe's results (the caller adds its data's description)."""
+    name = push_pretrained(cfg, network, dm, pretext_data, pretext, description=description)
+    diff = handover_difference(network, name, cfg, dm)
+    arms = run_arms(cfg, run_dir, name)
+    return {"recipe": cfg.recipe.name, "arms": arms, "pretext": pretext, "zoo_entry": name,
+            "handover_max_abs_diff": diff}

@@ -29,8 +29,7 @@ from omegaconf import DictConfig
 from ltrain.data.pairs import PairData
 from ltrain.modules.encoders import encoder_of
 from ltrain.modules.siamese import SiameseModule
-from ltrain.recipes.pretraining import (classifier_network, fit_pretext, handover_difference, push_pretrained,
-                                        run_arms)
+from ltrain.recipes.pretraining import classifier_network, fit_pretext, hand_over_and_compare
 from ltrain.train import build_datamodule
 from ltrain.zoo import check_push
 
@@ -58,10 +57,6 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     network, module = build_siamese(cfg, dm)
     pretext = fit_pretext(cfg, run_dir, module, pairs, p.epochs)
-    name = push_pretrained(cfg, network, dm, pairs, pretext,
-                           description=f"siamese ({cfg.recipe.siamese.towers} towers, {cfg.recipe.siamese.combine}) "
-                                       f"encoder from {dm.name} pairs; head untrained")
-    diff = handover_difference(network, name, cfg, dm)
-    arms = run_arms(cfg, run_dir, name)
-    return {"recipe": cfg.recipe.name, "arms": arms, "pretext": pretext, "zoo_entry": name,
-            "handover_max_abs_diff": diff, "pairs": pairs.describe()}
+    description = (f"siamese ({cfg.recipe.siamese.towers} towers, {cfg.recipe.siamese.combine}) encoder from "
+                   f"{dm.name} pairs; head untrained")
+    return hand_over_and_compare(cfg, run_dir, network, dm, pairs, pretext, description) | {"pairs": pairs.describe()}

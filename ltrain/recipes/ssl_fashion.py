@@ -22,8 +22,7 @@ from omegaconf import DictConfig
 from ltrain.data.pairs import UnlabelledData
 from ltrain.modules.autoencoder import DenoisingAutoencoder, dense_decoder, fit_greedy_layerwise
 from ltrain.modules.encoders import encoder_of
-from ltrain.recipes.pretraining import (classifier_network, fit_pretext, handover_difference, pretrain_trainer,
-                                        push_pretrained, run_arms)
+from ltrain.recipes.pretraining import classifier_network, fit_pretext, hand_over_and_compare, pretrain_trainer
 from ltrain.train import build_datamodule
 from ltrain.zoo import check_push
 
@@ -49,10 +48,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         module = DenoisingAutoencoder(encoder, dense_decoder(dim, widths[-2::-1], dm.input_shape), optimizer,
                                       noise=a.noise, noise_level=a.noise_level)
         pretext = fit_pretext(cfg, run_dir, module, unlabelled, p.epochs)
-    name = push_pretrained(cfg, network, dm, unlabelled, pretext,
-                           description=f"denoising autoencoder ({'greedy' if a.greedy else 'joint'}, {a.noise} "
-                                       f"{a.noise_level}) encoder from unlabelled {dm.name}; head untrained")
-    diff = handover_difference(network, name, cfg, dm)
-    arms = run_arms(cfg, run_dir, name)
-    return {"recipe": cfg.recipe.name, "arms": arms, "pretext": pretext, "zoo_entry": name,
-            "handover_max_abs_diff": diff, "unlabelled": unlabelled.describe()}
+    description = (f"denoising autoencoder ({'greedy' if a.greedy else 'joint'}, {a.noise} {a.noise_level}) "
+                   f"encoder from unlabelled {dm.name}; head untrained")
+    results = hand_over_and_compare(cfg, run_dir, network, dm, unlabelled, pretext, description)
+    return results | {"unlabelled": unlabelled.describe()}
