@@ -18,6 +18,7 @@ Printed: first-epoch and median later-epoch seconds, the fit total, the 10-epoch
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import resource
@@ -71,7 +72,6 @@ def run_arm(case: str, arm: str, epochs: int) -> dict:
     callbacks: list = [timer, EpochSeed(0)]
     datamodule = dm
     if arm == "floor":
-        schedule = FreezeSchedule([{"trainable": trainable}])
         for name, p in model.named_parameters():  # what the schedule freezes, applied by hand for the split
             p.requires_grad_(name.startswith("fc") if case == "a" else name.startswith(("hidden4", "head")))
         probe = torch.stack([dm.splits["val"][i][0] for i in range(4)])
@@ -80,28 +80,47 @@ def run_arm(case: str, arm: str, epochs: int) -> dict:
         for s in ("train", "val"):
             ds = dm.splits[s]
             with torch.no_grad(), eval_mode(model):
-                feats = torch.cat([split.prefix(torch.stack([ds[i][0] for i in range(j, min(j + 256, len(ds)))]))
-                                   for j in range(0, len(ds), 256)])
+                feats = torch.cat(
+                    [
+                        split.prefix(torch.stack([ds[i][0] for i in range(j, min(j + 256, len(ds)))]))
+                        for j in range(0, len(ds), 256)
+                    ]
+                )
             loaders[s] = TensorDataset(feats, ds.labels)
         model = Top(split.suffix, [m for _, m in split.suffix_modules])
-        datamodule = FeatureData(loaders["train"], loaders["val"], EpochShuffleSampler(len(loaders["train"]),
-                                                                                      torch.initial_seed()))
+        datamodule = FeatureData(
+            loaders["train"], loaders["val"], EpochShuffleSampler(len(loaders["train"]), torch.initial_seed())
+        )
     else:
         callbacks.append(FreezeSchedule([{"trainable": trainable}]))
         if arm == "cached":
             callbacks.append(FrozenFeatureCache())
     module = ClassifierModule(model, 10, optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-3))
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        deterministic=True, callbacks=callbacks)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        callbacks=callbacks,
+    )
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     total = time.perf_counter() - start
     marks = timer.marks
-    return {"case": case, "arm": arm, "epochs": [b - a for a, b in zip(marks, marks[1:])], "fit_seconds": total,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "train_examples": len(dm.splits["train"]), "val_examples": len(dm.splits["val"]),
-            "val_acc": float(trainer.callback_metrics.get("val/acc", float("nan")))}
+    return {
+        "case": case,
+        "arm": arm,
+        "epochs": [b - a for a, b in itertools.pairwise(marks)],
+        "fit_seconds": total,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "train_examples": len(dm.splits["train"]),
+        "val_examples": len(dm.splits["val"]),
+        "val_acc": float(trainer.callback_metrics.get("val/acc", float("nan"))),
+    }
 
 
 class Top(torch.nn.Module):
@@ -147,47 +166,68 @@ def main() -> None:
         for c in cases:
             order = ARMS if r % 2 == 0 else ARMS[::-1]  # alternate the order so drift hits every arm alike
             for a in order:
-                out = subprocess.run([sys.executable, __file__, "--arm", a, "--case", c, "--epochs", str(args.epochs)],
-                                     capture_output=True, text=True, check=False)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--arm", a, "--case", c, "--epochs", str(args.epochs)],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
                 if out.returncode != 0:
                     sys.exit(f"{c}/{a} failed:\n{out.stderr[-3000:]}")
                 res = json.loads(out.stdout.strip().splitlines()[-1])
                 runs[(c, a)].append(res)
-                print(f"repeat {r} case {c} {a:8s}: first {res['epochs'][0]:.2f}s, later median "
-                      f"{statistics.median(res['epochs'][1:]):.3f}s, fit {res['fit_seconds']:.1f}s", flush=True)
+                print(
+                    f"repeat {r} case {c} {a:8s}: first {res['epochs'][0]:.2f}s, later median "
+                    f"{statistics.median(res['epochs'][1:]):.3f}s, fit {res['fit_seconds']:.1f}s",
+                    flush=True,
+                )
     print(report(runs, cases, args))
 
 
 def report(runs: dict, cases: list[str], args: argparse.Namespace) -> str:
     import os
 
-    lines = [f"# bench/cache.py: {args.epochs} epochs, {args.repeats} interleaved repeat(s), medians",
-             f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-             f"load average at the end {os.getloadavg()[0]:.1f}", ""]
+    lines = [
+        f"# bench/cache.py: {args.epochs} epochs, {args.repeats} interleaved repeat(s), medians",
+        f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+        f"load average at the end {os.getloadavg()[0]:.1f}",
+        "",
+    ]
     for c in cases:
         rows = {}
         for a in ARMS:
             rs = runs[(c, a)]
-            rows[a] = {"first": statistics.median(r["epochs"][0] for r in rs),
-                       "later": statistics.median(statistics.median(r["epochs"][1:]) for r in rs),
-                       "total": statistics.median(r["fit_seconds"] for r in rs),
-                       "rss": statistics.median(r["peak_rss_mb"] for r in rs),
-                       "acc": statistics.median(r["val_acc"] for r in rs)}
+            rows[a] = {
+                "first": statistics.median(r["epochs"][0] for r in rs),
+                "later": statistics.median(statistics.median(r["epochs"][1:]) for r in rs),
+                "total": statistics.median(r["fit_seconds"] for r in rs),
+                "rss": statistics.median(r["peak_rss_mb"] for r in rs),
+                "acc": statistics.median(r["val_acc"] for r in rs),
+            }
         n = runs[(c, "uncached")][0]
-        lines += [f"## ({c}) {CASES[c]}: {n['train_examples']} train + {n['val_examples']} val examples", "",
-                  "| arm | first epoch s | later epochs s (median) | fit total s | peak RSS MB | val acc |",
-                  "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {a} | {v['first']:.2f} | {v['later']:.3f} | {v['total']:.1f} | {v['rss']:.0f} | {v['acc']:.3f} |"
-                  for a, v in rows.items()]
+        lines += [
+            f"## ({c}) {CASES[c]}: {n['train_examples']} train + {n['val_examples']} val examples",
+            "",
+            "| arm | first epoch s | later epochs s (median) | fit total s | peak RSS MB | val acc |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {a} | {v['first']:.2f} | {v['later']:.3f} | {v['total']:.1f} | {v['rss']:.0f} | {v['acc']:.3f} |"
+            for a, v in rows.items()
+        ]
         u, k, f = rows["uncached"], rows["cached"], rows["floor"]
         ten = {a: v["first"] + 9 * v["later"] for a, v in rows.items()}  # first epoch + 9 later ones
-        lines += ["", f"- later epochs: uncached / cached = **{u['later'] / k['later']:.1f}x**; "
-                      f"cached / floor = **{k['later'] / f['later']:.2f}x**",
-                  f"- {args.epochs}-epoch fit measured: uncached / cached = {u['total'] / k['total']:.1f}x "
-                  f"(cached first epoch includes the precomputation: {k['first']:.2f}s vs {u['first']:.2f}s uncached)",
-                  f"- 10 epochs (first + 9 x later median): uncached {ten['uncached']:.1f}s, cached "
-                  f"{ten['cached']:.1f}s, floor {ten['floor']:.1f}s; uncached / cached = "
-                  f"{ten['uncached'] / ten['cached']:.1f}x", ""]
+        lines += [
+            "",
+            f"- later epochs: uncached / cached = **{u['later'] / k['later']:.1f}x**; "
+            f"cached / floor = **{k['later'] / f['later']:.2f}x**",
+            f"- {args.epochs}-epoch fit measured: uncached / cached = {u['total'] / k['total']:.1f}x "
+            f"(cached first epoch includes the precomputation: {k['first']:.2f}s vs {u['first']:.2f}s uncached)",
+            f"- 10 epochs (first + 9 x later median): uncached {ten['uncached']:.1f}s, cached "
+            f"{ten['cached']:.1f}s, floor {ten['floor']:.1f}s; uncached / cached = "
+            f"{ten['uncached'] / ten['cached']:.1f}x",
+            "",
+        ]
     return "\n".join(lines)
 
 

@@ -15,7 +15,6 @@ import argparse
 import statistics
 import tempfile
 
-import numpy as np
 import torch
 
 from ltrain.config import compose_config
@@ -25,15 +24,29 @@ from ltrain.train import hardware, train
 
 
 def one_seed(seed: int, epochs: int, sparsify: float, batches: list[int]) -> dict[str, float]:
-    cfg = compose_config("preset=low_latency", f"trainer.max_epochs={epochs}", "trainer.enable_progress_bar=false",
-                         "test=false", "plots=false", f"seed={seed}")
+    cfg = compose_config(
+        "preset=low_latency",
+        f"trainer.max_epochs={epochs}",
+        "trainer.enable_progress_bar=false",
+        "test=false",
+        "plots=false",
+        f"seed={seed}",
+    )
     out = train(cfg, tempfile.mkdtemp(prefix="ltrain-bench-"))
     model = out["module"].model.eval()
-    x, y = (torch.cat(t) for t in zip(*out["datamodule"].test_dataloader()))
+    x, y = (torch.cat(t) for t in zip(*out["datamodule"].test_dataloader(), strict=True))
     y = y.numpy()
     d = tempfile.mkdtemp(prefix="ltrain-bench-export-")
-    r = export_model(model, x[:1], d, sparsify=sparsify, quantize="int8", latency_batches=batches,
-                     latency_repeats=50, latency_warmup=5)
+    r = export_model(
+        model,
+        x[:1],
+        d,
+        sparsify=sparsify,
+        quantize="int8",
+        latency_batches=batches,
+        latency_repeats=50,
+        latency_warmup=5,
+    )
     with torch.no_grad():
         row = {"acc float (PyTorch)": float((model(x).argmax(-1).numpy() == y).mean())}
     row["acc sparse (ONNX)"] = float((ort_outputs(f"{d}/model.onnx", x).argmax(-1) == y).mean())

@@ -79,13 +79,17 @@ def main() -> None:
             args.repeats * 4,
         ),
     }
-    print(f"MC dropout cost, T = {args.samples}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          "median of interleaved repeats; cost = seconds / seconds of one deterministic forward pass")
+    print(
+        f"MC dropout cost, T = {args.samples}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        "median of interleaved repeats; cost = seconds / seconds of one deterministic forward pass"
+    )
     print(f"{'case':<66} {'forward s':>10} {'fast x':>8} {'naive x':>8} {'naive/fast':>10}")
     for label, (model, x, repeats) in cases.items():
         t = compare(model, x, args.samples, repeats)
-        print(f"{label:<66} {t['forward']:>10.4f} {t['fast'] / t['forward']:>8.2f} {t['naive'] / t['forward']:>8.2f} "
-              f"{t['naive'] / t['fast']:>10.2f}")
+        print(
+            f"{label:<66} {t['forward']:>10.4f} {t['fast'] / t['forward']:>8.2f} {t['naive'] / t['forward']:>8.2f} "
+            f"{t['naive'] / t['fast']:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
     if len(argv) % 2:
         raise SystemExit(__doc__)
     text = README.read_text()
-    for name, path in zip(argv[::2], argv[1::2]):
+    for name, path in zip(argv[::2], argv[1::2], strict=True):
         text = replace_block(text, name, Path(path).read_text())
     README.write_text(text)
 

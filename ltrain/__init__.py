@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from ltrain.errors import LtrainError  # noqa: E402
+from ltrain.errors import LtrainError
 
 __all__ = ["LtrainError", "__version__", "from_run"]
 

@@ -59,6 +59,8 @@ def verify_checkpoint(path: str | os.PathLike) -> bool:
     if not side.is_file():
         return False
     if sha256_file(path) not in side.read_text().split():
-        raise LtrainError(f"checkpoint {path} is corrupt or truncated (its sha256 does not match {side.name}).\n"
-                          "  Resume from another checkpoint (resume=PATH) or start afresh (resume=null)")
+        raise LtrainError(
+            f"checkpoint {path} is corrupt or truncated (its sha256 does not match {side.name}).\n"
+            "  Resume from another checkpoint (resume=PATH) or start afresh (resume=null)"
+        )
     return True

@@ -29,11 +29,11 @@ def plot_learning_curves(csv_path: str | Path, out_png: str | Path, title: str =
 
     series = read_metrics(csv_path)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, what in zip(axes, ("loss", "acc")):
+    for ax, what in zip(axes, ("loss", "acc"), strict=True):
         for stage in ("train", "val"):
             key = f"{stage}/{what}_epoch" if f"{stage}/{what}_epoch" in series else f"{stage}/{what}"
             if key in series:
-                xs, ys = zip(*series[key])
+                xs, ys = zip(*series[key], strict=True)
                 ax.plot(xs, ys, marker="o", label=stage)
         ax.set_xlabel("epoch")
         ax.set_ylabel(what)

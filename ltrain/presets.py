@@ -35,8 +35,11 @@ def apply_preset(cfg: DictConfig) -> list[str]:
         if value not in allowed:
             problems.append(f"  {key}={value} (preset {name} needs {' or '.join(map(str, allowed))})")
     if problems:
-        raise LtrainError(f"preset={name} cannot be honoured with these settings:\n" + "\n".join(problems)
-                          + f"\n  Drop those overrides, or run without the preset (preset=null) to choose freely.")
+        raise LtrainError(
+            f"preset={name} cannot be honoured with these settings:\n"
+            + "\n".join(problems)
+            + "\n  Drop those overrides, or run without the preset (preset=null) to choose freely."
+        )
     changes = _fit_to_model(cfg, name) + _resolve_auto_batch_norm(cfg, preset.get("deep_from", 10))
     for line in changes:
         log.warning("preset %s: %s", name, line)
@@ -54,8 +57,10 @@ def _fit_to_model(cfg: DictConfig, name: str) -> list[str]:
     with open_dict(cfg):
         for k in stray:
             del cfg.model[k]
-    return [f"model.{{{', '.join(stray)}}} apply to the MLP only; the timm model {model.name} keeps its own "
-            "initialisation, activations and normalisation"]
+    return [
+        f"model.{{{', '.join(stray)}}} apply to the MLP only; the timm model {model.name} keeps its own "
+        "initialisation, activations and normalisation"
+    ]
 
 
 def _resolve_auto_batch_norm(cfg: DictConfig, deep_from: int) -> list[str]:

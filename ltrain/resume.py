@@ -34,8 +34,10 @@ def check_checkpoint(path: Path, module) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         state = ckpt["state_dict"]
     except Exception as e:  # torch raises many types for a damaged zip/pickle
-        raise LtrainError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:200]}).\n"
-                          "  Resume from another checkpoint (resume=PATH) or start afresh (resume=null)") from e
+        raise LtrainError(
+            f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {str(e)[:200]}).\n"
+            "  Resume from another checkpoint (resume=PATH) or start afresh (resume=null)"
+        ) from e
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -43,9 +45,13 @@ def check_checkpoint(path: Path, module) -> None:
     if missing or unexpected or mismatched:
         raise LtrainError(
             f"checkpoint {path} is of another architecture than this config's model: "
-            + "; ".join(f"{what} {keys[:5]}{' ...' if len(keys) > 5 else ''}" for what, keys in
-                        (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)) if keys)
-            + ".\n  Resume with the config that wrote it (its run directory has config.yaml)")
+            + "; ".join(
+                f"{what} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
+                for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
+                if keys
+            )
+            + ".\n  Resume with the config that wrote it (its run directory has config.yaml)"
+        )
 
 
 def find_resume_point(cfg: DictConfig, run_dir: Path) -> tuple[Path, Path | None]:

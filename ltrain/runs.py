@@ -32,8 +32,9 @@ def from_run(run_dir: str | Path, checkpoint: str = "best"):
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as e:
-        raise LtrainError(f"cannot read {ckpt}: {e}. The file is corrupt or truncated; use checkpoint='last' "
-                          "or rerun the training") from e
+        raise LtrainError(
+            f"cannot read {ckpt}: {e}. The file is corrupt or truncated; use checkpoint='last' or rerun the training"
+        ) from e
     module.load_state_dict(state)
     module.eval()
     return module, dm, cfg

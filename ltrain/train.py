@@ -9,7 +9,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from ltrain.errors import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
@@ -17,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 import ltrain
 from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
+from ltrain.errors import instantiate
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
@@ -36,9 +36,15 @@ def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModu
     """The ClassifierModule for ``cfg`` sized to the data module's classes and input shape."""
     model = build_model(cfg.model, dm.num_classes, dm.input_shape)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    return ClassifierModule(model, dm.num_classes, optimizer=instantiate(cfg.optimizer), scheduler=scheduler,
-                            l1=cfg.get("l1", 0.0), l2=cfg.get("l2", 0.0),
-                            loss=cfg.get("loss", "cross_entropy"))
+    return ClassifierModule(
+        model,
+        dm.num_classes,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=scheduler,
+        l1=cfg.get("l1", 0.0),
+        l2=cfg.get("l2", 0.0),
+        loss=cfg.get("loss", "cross_entropy"),
+    )
 
 
 def build_callbacks(cfg: DictConfig) -> list[Callback]:
@@ -62,8 +68,15 @@ def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
     monitored metric improved, so it can lag behind the run. Lightning steps ReduceLROnPlateau after the
     epoch's checkpoint and skips that step on resume; ``ResumePlateauSchedulers`` takes it.
     """
-    best = ModelCheckpoint(dirpath=dirpath, filename="best", monitor="val/acc", mode="max", save_top_k=1,
-                           auto_insert_metric_name=False, enable_version_counter=False)
+    best = ModelCheckpoint(
+        dirpath=dirpath,
+        filename="best",
+        monitor="val/acc",
+        mode="max",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
     last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     return best, last
 
@@ -102,9 +115,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         check_checkpoint(resume_from, module)
     checkpoint, last = checkpoints(run_dir / "checkpoints")
     logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=[*build_callbacks(cfg), checkpoint, last], logger=logger,
-                                     plugins=checkpoint_plugins(cfg),
-                                     default_root_dir=str(run_dir))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*build_callbacks(cfg), checkpoint, last],
+        logger=logger,
+        plugins=checkpoint_plugins(cfg),
+        default_root_dir=str(run_dir),
+    )
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml")
     if cfg.get("tune"):  # the LR range test: lr_find.png + the suggested rate; then fit only if tune.fit
@@ -112,8 +129,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
         lr_find = find_lr(cfg.tune, trainer, module, dm, run_dir)
         if not cfg.tune.fit:
-            return {"lr_find": lr_find, "run_dir": str(run_dir), "best_val_acc": None, "trainer": trainer,
-                    "module": module, "datamodule": dm}
+            return {
+                "lr_find": lr_find,
+                "run_dir": str(run_dir),
+                "best_val_acc": None,
+                "trainer": trainer,
+                "module": module,
+                "datamodule": dm,
+            }
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True if resume_from else None)
     fit_seconds = time.perf_counter() - start

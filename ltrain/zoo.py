@@ -20,6 +20,7 @@ Writers take a file lock on the catalogue and on the store (``filelock``), so co
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -78,21 +79,21 @@ class ZooEntry:
     """One catalogue entry, as stored in ``<catalog>/<name>.yaml``."""
 
     name: str
-    architecture: str                      # "mlp" or a timm architecture
-    model: dict[str, Any]                  # the model config group (name + kwargs) that rebuilds it
+    architecture: str  # "mlp" or a timm architecture
+    model: dict[str, Any]  # the model config group (name + kwargs) that rebuilds it
     num_classes: int
-    input_shape: list[int]                 # (C, H, W) the model was trained on
-    folder: str                            # the weights folder, relative to the store (models/NAME/VERSION)
-    files: dict[str, dict[str, Any]]       # file name -> {sha256, size}
-    created: str                           # UTC, ISO 8601
+    input_shape: list[int]  # (C, H, W) the model was trained on
+    folder: str  # the weights folder, relative to the store (models/NAME/VERSION)
+    files: dict[str, dict[str, Any]]  # file name -> {sha256, size}
+    created: str  # UTC, ISO 8601
     description: str = ""
-    parent: str | None = None              # the zoo entry it was fine-tuned from (lineage)
-    pretrained: str | None = None          # the weight source it started from (zoo:X, imagenet_lite0, a path...)
-    dataset: dict[str, Any] = field(default_factory=dict)   # name, classes, class names, sizes
+    parent: str | None = None  # the zoo entry it was fine-tuned from (lineage)
+    pretrained: str | None = None  # the weight source it started from (zoo:X, imagenet_lite0, a path...)
+    dataset: dict[str, Any] = field(default_factory=dict)  # name, classes, class names, sizes
     preprocessing: dict[str, Any] = field(default_factory=dict)  # mean/std the inputs were standardised with
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {mean, std, n, values}
     seeds: list[int] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)    # the run config that produced it
+    config: dict[str, Any] = field(default_factory=dict)  # the run config that produced it
     versions: dict[str, str] = field(default_factory=dict)  # ltrain / torch / timm / lightning
 
     @classmethod
@@ -180,7 +181,9 @@ class Zoo:
         try:
             return ZooEntry.from_dict(yaml.safe_load(path.read_text()))
         except (yaml.YAMLError, TypeError, AttributeError) as e:
-            raise LtrainError(f"zoo entry file {path} is unreadable ({e}): fix it or remove it with ltrain-zoo rm {name}") from e
+            raise LtrainError(
+                f"zoo entry file {path} is unreadable ({e}): fix it or remove it with ltrain-zoo rm {name}"
+            ) from e
 
     def list(self) -> list[ZooEntry]:
         """Every readable entry (an unreadable entry file is skipped here; ``verify`` reports it)."""
@@ -268,7 +271,9 @@ class Zoo:
         saved = json.loads((folder / CONFIG_FILE).read_text())
         cfg = dict(saved.get("pretrained_cfg") or {})
         if entry.architecture == "mlp" or not cfg:
-            raise LtrainError(f"zoo entry {name!r} is an ltrain MLP, not a timm model: use ltrain.zoo.load_model({name!r})")
+            raise LtrainError(
+                f"zoo entry {name!r} is an ltrain MLP, not a timm model: use ltrain.zoo.load_model({name!r})"
+            )
         cfg.update(file=str(folder / WEIGHTS_FILE), num_classes=entry.num_classes, source="file")
         return cfg
 
@@ -285,8 +290,10 @@ class Zoo:
             with locks[0].acquire(timeout=LOCK_TIMEOUT_S), locks[1].acquire(timeout=LOCK_TIMEOUT_S):
                 yield
         except Timeout as e:
-            raise LtrainError(f"another process has held the zoo lock ({e.lock_file}) for {LOCK_TIMEOUT_S:.0f} s; "
-                              "wait for it (a push or rm in progress) and try again") from e
+            raise LtrainError(
+                f"another process has held the zoo lock ({e.lock_file}) for {LOCK_TIMEOUT_S:.0f} s; "
+                "wait for it (a push or rm in progress) and try again"
+            ) from e
 
     def push(
         self,
@@ -317,15 +324,18 @@ class Zoo:
         """
         check_name(name)
         if self.exists(name) and not overwrite:
-            raise LtrainError(f"zoo entry {name!r} exists: choose another name, or replace it with overwrite "
-                              f"(zoo.overwrite=true / ltrain-zoo push --force)")
+            raise LtrainError(
+                f"zoo entry {name!r} exists: choose another name, or replace it with overwrite "
+                f"(zoo.overwrite=true / ltrain-zoo push --force)"
+            )
         if parent is None and pretrained and str(pretrained).startswith("zoo:"):
-            parent = str(pretrained)[len("zoo:"):]
+            parent = str(pretrained)[len("zoo:") :]
         if parent == name:  # overwriting the entry it started from: the old version is gone, not a parent
             parent = None
         if parent is not None and not self.exists(parent):
-            raise LtrainError(f"parent entry {parent!r} is not in the catalogue {self.catalog}: push it first, "
-                              "or leave parent unset")
+            raise LtrainError(
+                f"parent entry {parent!r} is not in the catalogue {self.catalog}: push it first, or leave parent unset"
+            )
         model_cfg = _model_cfg(model, model_cfg)
         num_classes = int(num_classes if num_classes is not None else _num_classes(model))
         version = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8]
@@ -335,19 +345,31 @@ class Zoo:
             _write_model_folder(model, model_cfg, num_classes, list(input_shape), preprocessing, staging)
             files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size} for p in sorted(staging.iterdir())}
             entry = ZooEntry(
-                name=name, architecture=model_cfg["name"].split(".", 1)[0], model=model_cfg, num_classes=num_classes,
-                input_shape=[int(s) for s in input_shape], folder=f"models/{name}/{version}", files=files,
-                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), description=description or "",
-                parent=parent, pretrained=str(pretrained) if pretrained else None, dataset=_plain(dict(dataset or {})),
+                name=name,
+                architecture=model_cfg["name"].split(".", 1)[0],
+                model=model_cfg,
+                num_classes=num_classes,
+                input_shape=[int(s) for s in input_shape],
+                folder=f"models/{name}/{version}",
+                files=files,
+                created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                description=description or "",
+                parent=parent,
+                pretrained=str(pretrained) if pretrained else None,
+                dataset=_plain(dict(dataset or {})),
                 preprocessing=preprocessing,
-                metrics=summarize_metrics(metrics or {}), seeds=[int(s) for s in seeds], config=_plain(dict(config or {})),
+                metrics=summarize_metrics(metrics or {}),
+                seeds=[int(s) for s in seeds],
+                config=_plain(dict(config or {})),
                 versions=_versions(),
             )
             text = entry.to_yaml().encode()
             with self._locked():
                 _remove_dead_staging(self.home / "models" / name)
                 if self.exists(name) and not overwrite:
-                    raise LtrainError(f"zoo entry {name!r} was pushed by another process meanwhile: choose another name")
+                    raise LtrainError(
+                        f"zoo entry {name!r} was pushed by another process meanwhile: choose another name"
+                    )
                 old = self.get(name) if self.exists(name) else None
                 os.rename(staging, self.home / entry.folder)  # atomic: the folder appears whole
                 _fsync_dir(self.home / entry.folder)
@@ -374,10 +396,8 @@ class Zoo:
             _fsync_dir(self.catalog)
             if entry is not None:
                 shutil.rmtree(self.home / entry.folder, ignore_errors=True)
-                try:
-                    (self.home / "models" / name).rmdir()  # only if no other version or staging is left
-                except OSError:
-                    pass
+                with contextlib.suppress(OSError):  # only if no other version or staging is left
+                    (self.home / "models" / name).rmdir()
         return entry
 
 
@@ -400,8 +420,10 @@ def check_push(cfg: Any) -> None:
         return
     check_name(str(name))
     if Zoo().exists(str(name)) and not zoo_cfg.get("overwrite", False):
-        raise LtrainError(f"zoo.push={name}: that entry exists. Choose another name or add zoo.overwrite=true "
-                          f"(multirun: 'zoo.push=NAME_s${{seed}}')")
+        raise LtrainError(
+            f"zoo.push={name}: that entry exists. Choose another name or add zoo.overwrite=true "
+            f"(multirun: 'zoo.push=NAME_s${{seed}}')"
+        )
 
 
 def push_trained(cfg: Any, model: nn.Module, datamodule: Any, results: Mapping[str, Any]) -> ZooEntry:
@@ -412,20 +434,37 @@ def push_trained(cfg: Any, model: nn.Module, datamodule: Any, results: Mapping[s
     metrics = {k: results[k] for k in ("test_acc", "test_loss", "best_val_acc") if results.get(k) is not None}
     try:
         config = OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # noqa: BLE001 - an interpolation only Hydra can resolve: keep the config unresolved
+    except Exception:
         config = OmegaConf.to_container(cfg, resolve=False)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     return Zoo().push(
-        model, str(zoo_cfg.push), model_cfg=model_cfg, num_classes=datamodule.num_classes,
-        input_shape=datamodule.input_shape, dataset=datamodule.describe(), preprocessing=preprocessing_of(datamodule),
-        metrics=metrics, seeds=[int(cfg.seed)],
-        config=config, parent=zoo_cfg.get("parent"), pretrained=model_cfg.get("pretrained"),
-        description=zoo_cfg.get("description") or "", overwrite=bool(zoo_cfg.get("overwrite", False)),
+        model,
+        str(zoo_cfg.push),
+        model_cfg=model_cfg,
+        num_classes=datamodule.num_classes,
+        input_shape=datamodule.input_shape,
+        dataset=datamodule.describe(),
+        preprocessing=preprocessing_of(datamodule),
+        metrics=metrics,
+        seeds=[int(cfg.seed)],
+        config=config,
+        parent=zoo_cfg.get("parent"),
+        pretrained=model_cfg.get("pretrained"),
+        description=zoo_cfg.get("description") or "",
+        overwrite=bool(zoo_cfg.get("overwrite", False)),
     )
 
 
-def push_run(run_dir: str | Path, name: str, *, more_runs: Sequence[str | Path] = (), description: str = "",
-             parent: str | None = None, overwrite: bool = False, zoo: Zoo | None = None) -> ZooEntry:
+def push_run(
+    run_dir: str | Path,
+    name: str,
+    *,
+    more_runs: Sequence[str | Path] = (),
+    description: str = "",
+    parent: str | None = None,
+    overwrite: bool = False,
+    zoo: Zoo | None = None,
+) -> ZooEntry:
     """Push a finished ``ltrain`` run (its ``config.yaml``, ``results.json`` and best checkpoint) as entry ``name``.
 
     ``more_runs`` are the same config's runs with other seeds (e.g. a multirun's other jobs): their test
@@ -445,14 +484,16 @@ def push_run(run_dir: str | Path, name: str, *, more_runs: Sequence[str | Path] 
         configs.append(OmegaConf.load(run / "config.yaml"))
         results.append(json.loads((run / "results.json").read_text()))
     cfg = configs[0]
-    for run, other in zip(runs[1:], configs[1:]):
+    for run, other in zip(runs[1:], configs[1:], strict=True):
         if OmegaConf.to_container(other.model) != OmegaConf.to_container(cfg.model) or other.data != cfg.data:
             raise LtrainError(f"{run} trained another model or data than {runs[0]}: only seeds may differ")
     ckpt = Path(results[0].get("best_checkpoint") or "")
     if not ckpt.is_file():
         ckpt = next((p for p in (runs[0] / "checkpoints" / n for n in ("best.ckpt", "last.ckpt")) if p.is_file()), None)
         if ckpt is None:
-            raise LtrainError(f"no checkpoint in {runs[0] / 'checkpoints'}: was the run stopped before its first epoch?")
+            raise LtrainError(
+                f"no checkpoint in {runs[0] / 'checkpoints'}: was the run stopped before its first epoch?"
+            )
     if all(results[0].get(k) is not None for k in ("input_shape", "preprocessing", "data")):
         dataset, input_shape, prep = results[0]["data"], results[0]["input_shape"], results[0]["preprocessing"]
     else:  # a run from before results.json recorded these: load its data again
@@ -462,13 +503,26 @@ def push_run(run_dir: str | Path, name: str, *, more_runs: Sequence[str | Path] 
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     model = build_model({**model_cfg, "pretrained": None}, num_classes, tuple(input_shape))
     load_checked(model, read_weights_file(ckpt), origin=str(ckpt))
-    metrics = {k: [r[k] for r in results] for k in ("test_acc", "test_loss", "best_val_acc")
-               if all(r.get(k) is not None for r in results)}
+    metrics = {
+        k: [r[k] for r in results]
+        for k in ("test_acc", "test_loss", "best_val_acc")
+        if all(r.get(k) is not None for r in results)
+    }
     return (zoo or Zoo()).push(
-        model, name, model_cfg=model_cfg, num_classes=num_classes, input_shape=input_shape,
-        dataset=dataset, preprocessing=prep, metrics=metrics, seeds=[int(c.seed) for c in configs],
-        config=OmegaConf.to_container(cfg, resolve=False), parent=parent, pretrained=model_cfg.get("pretrained"),
-        description=description, overwrite=overwrite,
+        model,
+        name,
+        model_cfg=model_cfg,
+        num_classes=num_classes,
+        input_shape=input_shape,
+        dataset=dataset,
+        preprocessing=prep,
+        metrics=metrics,
+        seeds=[int(c.seed) for c in configs],
+        config=OmegaConf.to_container(cfg, resolve=False),
+        parent=parent,
+        pretrained=model_cfg.get("pretrained"),
+        description=description,
+        overwrite=overwrite,
     )
 
 
@@ -488,8 +542,10 @@ def _model_cfg(model: nn.Module, model_cfg: Mapping[str, Any] | None) -> dict[st
     elif getattr(model, "pretrained_cfg", None):
         cfg = {"name": model.pretrained_cfg["architecture"]}
     else:
-        raise LtrainError("push: pass model_cfg (the model config group, e.g. {'name': 'mlp', 'hidden': [...]}) "
-                          "for a network that is not a timm model")
+        raise LtrainError(
+            "push: pass model_cfg (the model config group, e.g. {'name': 'mlp', 'hidden': [...]}) "
+            "for a network that is not a timm model"
+        )
     cfg.pop("pretrained", None)  # the entry holds the weights; where they first came from is recorded apart
     return cfg
 
@@ -502,8 +558,14 @@ def _num_classes(model: nn.Module) -> int:
     raise LtrainError("push: pass num_classes (the model has neither .num_classes nor a Linear .head)")
 
 
-def _write_model_folder(model: nn.Module, model_cfg: dict[str, Any], num_classes: int, input_shape: list[int],
-                        preprocessing: dict[str, Any], folder: Path) -> None:
+def _write_model_folder(
+    model: nn.Module,
+    model_cfg: dict[str, Any],
+    num_classes: int,
+    input_shape: list[int],
+    preprocessing: dict[str, Any],
+    folder: Path,
+) -> None:
     """``config.json`` + ``model.safetensors``: timm's ``save_for_hf`` for timm models, the same layout for the MLP."""
     folder.mkdir(parents=True)
     if model_cfg["name"] != "mlp" and hasattr(model, "pretrained_cfg"):
@@ -516,10 +578,15 @@ def _write_model_folder(model: nn.Module, model_cfg: dict[str, Any], num_classes
 
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE))
-        info = {"architecture": "mlp", "num_classes": num_classes, "library": "ltrain",
-                "model_args": {k: v for k, v in model_cfg.items() if k != "name"}, "input_size": input_shape,
-                **preprocessing,
-                "note": "an ltrain MLP: rebuild with ltrain.zoo.load_model (timm's local-dir: cannot build it)"}
+        info = {
+            "architecture": "mlp",
+            "num_classes": num_classes,
+            "library": "ltrain",
+            "model_args": {k: v for k, v in model_cfg.items() if k != "name"},
+            "input_size": input_shape,
+            **preprocessing,
+            "note": "an ltrain MLP: rebuild with ltrain.zoo.load_model (timm's local-dir: cannot build it)",
+        }
         (folder / CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
     for path in folder.iterdir():
         with open(path, "rb") as f:
@@ -566,5 +633,9 @@ def _versions() -> dict[str, str]:
 
     import ltrain
 
-    return {"ltrain": str(ltrain.__version__), "torch": str(torch.__version__), "timm": str(timm.__version__),
-            "lightning": str(lightning.__version__)}
+    return {
+        "ltrain": str(ltrain.__version__),
+        "torch": str(torch.__version__),
+        "timm": str(timm.__version__),
+        "lightning": str(lightning.__version__),
+    }

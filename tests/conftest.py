@@ -48,3 +48,48 @@ def _isolated_homes(tmp_path, monkeypatch):
     monkeypatch.setenv("LTRAIN_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("LTRAIN_ZOO_HOME", str(tmp_path / "zoo_home"))
     monkeypatch.setenv("LTRAIN_CACHE", str(tmp_path / "cache"))
+
+
+# ---- Fashion-MNIST: `make test` installs it; where it cannot, its tests skip, counted, with the command. ----
+def _fashion_mnist_installed() -> bool:
+    from ltrain.data.idx import DEBIAN_FASHION_ROOT, find_idx_files
+    from ltrain.errors import LtrainError
+
+    try:
+        return bool(find_idx_files(DEBIAN_FASHION_ROOT))
+    except LtrainError:
+        return False
+
+
+FASHION_MISSING = (
+    "Fashion-MNIST is not installed: run `apt-get update && apt-get install -y dataset-fashion-mnist` as root "
+    "(make test does it where it can)"
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if _fashion_mnist_installed():
+        return
+    for item in items:
+        if item.get_closest_marker("fashion_mnist"):
+            item.add_marker(pytest.mark.skip(reason=FASHION_MISSING))
+
+
+# ---- Where each kill-and-resume test killed its victim (tests/killpoint.py), printed after the run. ----
+_KILLS: list[str] = []
+
+
+@pytest.fixture
+def kill_report(request):
+    """Call with a line saying where a kill landed; the lines are printed in the test summary."""
+    return lambda line: _KILLS.append(f"{request.node.nodeid}: {line}")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if FASHION_MISSING in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep("=", f"{len(skipped)} tests skipped: {FASHION_MISSING}", yellow=True)
+    if _KILLS:
+        terminalreporter.write_sep("-", "where the kill-and-resume tests killed their victims")
+        for line in _KILLS:
+            terminalreporter.write_line(line)

@@ -30,7 +30,7 @@ def test_split_is_deterministic_for_a_seed_and_disjoint():
 
 def test_split_is_stratified():
     labels = torch.arange(10).repeat_interleave(50)
-    train, val, test = stratified_split(labels, [1.0, 0.1, 0.2], seed=0)
+    _train, val, test = stratified_split(labels, [1.0, 0.1, 0.2], seed=0)
     assert torch.bincount(labels[val]).tolist() == [5] * 10
     assert torch.bincount(labels[test]).tolist() == [10] * 10
 
@@ -66,10 +66,10 @@ def test_resize_and_channels_for_timm_models():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(classes=[3, 11]), "does not have"),
-        (dict(classes=[]), "empty"),
-        (dict(train_per_class=10_000), "fewer than the cap"),
-        (dict(augment="mixup"), "not one of"),
+        ({"classes": [3, 11]}, "does not have"),
+        ({"classes": []}, "empty"),
+        ({"train_per_class": 10_000}, "fewer than the cap"),
+        ({"augment": "mixup"}, "not one of"),
     ],
 )
 def test_bad_data_settings_fail_with_a_message(kwargs, message):

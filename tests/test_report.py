@@ -14,17 +14,36 @@ BIN = Path(sys.executable).parent
 def test_five_seed_multirun_and_report_table_match_the_runs(tmp_path):
     sweep = tmp_path / "sweep"
     out = subprocess.run(
-        [str(BIN / "ltrain"), "-m", "seed=0,1,2,3,4", "trainer.max_epochs=1", "trainer.limit_train_batches=8",
-         "trainer.enable_progress_bar=false", "model.hidden=[32]", f"hydra.sweep.dir={sweep}"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        [
+            str(BIN / "ltrain"),
+            "-m",
+            "seed=0,1,2,3,4",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=8",
+            "trainer.enable_progress_bar=false",
+            "model.hidden=[32]",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     runs = sorted(sweep.glob("*/results.json"))
     assert len(runs) == 5
     accs = [json.loads(p.read_text())["test_acc"] for p in runs]
     assert len(set(accs)) > 1  # different seeds really trained differently
 
-    rep = subprocess.run([str(BIN / "ltrain-report"), f"dir={sweep}"], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=120)
+    rep = subprocess.run(
+        [str(BIN / "ltrain-report"), f"dir={sweep}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert rep.returncode == 0, rep.stderr
     summary = json.loads((sweep / "report.json").read_text())["arms"]["run"]["test_acc"]
     assert summary["n"] == 5
@@ -41,13 +60,16 @@ def test_report_reads_recipe_arms(tmp_path):
     for seed, (a, b) in enumerate([(0.5, 0.7), (0.6, 0.9)]):
         d = tmp_path / str(seed)
         d.mkdir()
-        (d / "results.json").write_text(json.dumps({"seed": seed, "arms": {"scratch": {"test_acc": a},
-                                                                            "transfer": {"test_acc": b}}}))
+        (d / "results.json").write_text(
+            json.dumps({"seed": seed, "arms": {"scratch": {"test_acc": a}, "transfer": {"test_acc": b}}})
+        )
     out = write_report(tmp_path)
     assert out["summary"]["scratch"]["test_acc"]["mean"] == 0.55
     assert abs(out["summary"]["transfer"]["test_acc"]["std"] - statistics.stdev([0.7, 0.9])) < 1e-12
 
 
 def test_report_on_an_empty_directory_says_where_to_point_it(tmp_path):
-    out = subprocess.run([str(BIN / "ltrain-report"), f"dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(BIN / "ltrain-report"), f"dir={tmp_path}"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode != 0 and "no results.json" in out.stderr

@@ -27,9 +27,23 @@ def test_optuna_lr_search_runs_trials_on_a_log_scale_and_prunes_those_below_the_
     import optuna
 
     sweep = tmp_path / "sweep"
-    out = subprocess.run([str(BIN / "ltrain"), "-m", "hparams_search=lr_coarse", "hydra.sweeper.n_trials=6",
-                          "trainer.max_epochs=3", "trainer.limit_train_batches=8", "trainer.enable_progress_bar=false",
-                          "model.hidden=[16]", f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            str(BIN / "ltrain"),
+            "-m",
+            "hparams_search=lr_coarse",
+            "hydra.sweeper.n_trials=6",
+            "trainer.max_epochs=3",
+            "trainer.limit_train_batches=8",
+            "trainer.enable_progress_bar=false",
+            "model.hidden=[16]",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["name"] == "optuna" and 1e-5 <= best["best_params"]["optimizer.lr"] <= 1.0
@@ -47,7 +61,7 @@ def test_optuna_lr_search_runs_trials_on_a_log_scale_and_prunes_those_below_the_
     for t in pruned:
         epoch = runs[t.number]["pruned_at_epoch"]
         assert epoch >= 1 and runs[t.number]["epochs"] == epoch + 1 < 3  # no pruning in the warm-up epoch
-        earlier = [u.intermediate_values[epoch] for u in trials[:t.number] if epoch in u.intermediate_values]
+        earlier = [u.intermediate_values[epoch] for u in trials[: t.number] if epoch in u.intermediate_values]
         assert len(earlier) >= 3 and t.intermediate_values[epoch] < statistics.median(earlier)
 
 

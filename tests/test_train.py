@@ -34,9 +34,16 @@ def test_unknown_model_name_fails_before_any_work_and_names_close_matches(cfg_fa
 
 
 def test_a_timm_model_trains_on_resized_three_channel_digits(cfg_factory, tmp_path):
-    cfg = cfg_factory("model=timm", "model.name=resnet10t", "data.image_size=32", "data.channels=3",
-                      "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-                      "trainer.limit_test_batches=1")
+    cfg = cfg_factory(
+        "model=timm",
+        "model.name=resnet10t",
+        "data.image_size=32",
+        "data.channels=3",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+    )
     results = train(cfg, tmp_path)
     assert results["global_step"] == 3
     assert results["module"].model.default_cfg["architecture"] == "resnet10t"

@@ -2,9 +2,18 @@
 
 from ltrain.callbacks.cache import FrozenFeatureCache
 from ltrain.callbacks.diagnostics import TrainingDiagnostics
-from ltrain.callbacks.optuna_pruning import OptunaPruning
-from ltrain.callbacks.plateau_resume import ResumePlateauSchedulers
 from ltrain.callbacks.freeze import FreezeSchedule, Phase, Plateau
 from ltrain.callbacks.max_norm import MaxNorm
+from ltrain.callbacks.optuna_pruning import OptunaPruning
+from ltrain.callbacks.plateau_resume import ResumePlateauSchedulers
 
-__all__ = ["FreezeSchedule", "FrozenFeatureCache", "MaxNorm", "OptunaPruning", "Phase", "Plateau", "ResumePlateauSchedulers", "TrainingDiagnostics"]
+__all__ = [
+    "FreezeSchedule",
+    "FrozenFeatureCache",
+    "MaxNorm",
+    "OptunaPruning",
+    "Phase",
+    "Plateau",
+    "ResumePlateauSchedulers",
+    "TrainingDiagnostics",
+]

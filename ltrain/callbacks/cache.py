@@ -42,8 +42,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ltrain.callbacks.cache_data import (CachedFeatures, ShardShuffleSampler, SwitchableDataset, cache_file, cache_key,
-                                         load_features, save_features)
+from ltrain.callbacks.cache_data import (
+    CachedFeatures,
+    ShardShuffleSampler,
+    SwitchableDataset,
+    cache_file,
+    cache_key,
+    load_features,
+    save_features,
+)
 from ltrain.callbacks.network import find_network
 from ltrain.errors import LtrainError
 from ltrain.models.split import ModelSplit, eval_mode, split_model
@@ -72,9 +79,16 @@ class FrozenFeatureCache(Callback):
         model_attr: the LightningModule attribute holding the network (None: the module itself).
     """
 
-    def __init__(self, storage: str = "memory", directory: str | None = None, reuse: bool = False,
-                 max_gb: float = 4.0, views: int | None = None, batch_size: int | None = None,
-                 model_attr: str | None = "model"):
+    def __init__(
+        self,
+        storage: str = "memory",
+        directory: str | None = None,
+        reuse: bool = False,
+        max_gb: float = 4.0,
+        views: int | None = None,
+        batch_size: int | None = None,
+        model_attr: str | None = "model",
+    ):
         if storage not in STORAGES:
             raise LtrainError(f"cache.storage={storage!r} is not one of {list(STORAGES)}")
         if reuse and storage != "disk":
@@ -87,8 +101,8 @@ class FrozenFeatureCache(Callback):
         self.max_gb, self.views, self.batch_size, self.model_attr = max_gb, views, batch_size, model_attr
         self.split: ModelSplit | None = None
         self.cached: dict[str, CachedFeatures] = {}
-        self.sources: dict[str, str] = {}           # split -> "computed" | path read
-        self.files: dict[str, Path] = {}            # split -> this rank's file (disk storage)
+        self.sources: dict[str, str] = {}  # split -> "computed" | path read
+        self.files: dict[str, Path] = {}  # split -> this rank's file (disk storage)
         self.dropped_at_epoch: int | None = None
         self._datamodule: Any = None
         self._datasets: dict[str, Dataset] = {}
@@ -108,8 +122,10 @@ class FrozenFeatureCache(Callback):
         _check_callback_order(trainer, self)
         dm = trainer.datamodule
         if dm is None:
-            raise LtrainError("FrozenFeatureCache serves the loaders of a LightningDataModule: call "
-                              "trainer.fit(module, datamodule=dm), not fit(module, train_dataloaders=...)")
+            raise LtrainError(
+                "FrozenFeatureCache serves the loaders of a LightningDataModule: call "
+                "trainer.fit(module, datamodule=dm), not fit(module, train_dataloaders=...)"
+            )
         self._datamodule = dm
         originals = {split: getattr(dm, hook) for split, hook in SPLITS.items()}
         for split, hook in SPLITS.items():
@@ -131,20 +147,34 @@ class FrozenFeatureCache(Callback):
         with torch.no_grad(), eval_mode(model):
             per_example = split.prefix(probe[:1].to(pl_module.device))[0]
         total = per_example.numel() * per_example.element_size() * sum(views[s] * len(i) for s, i in indices.items())
-        rank_zero_info(f"FrozenFeatureCache: caching the output of {split.cut!r} {tuple(per_example.shape)} "
-                       f"for {len(indices['train'])} train x {views['train']} view(s) + {len(indices['val'])} val "
-                       f"examples per rank: {total / 2**20:.1f} MiB ({self.storage})")
+        rank_zero_info(
+            f"FrozenFeatureCache: caching the output of {split.cut!r} {tuple(per_example.shape)} "
+            f"for {len(indices['train'])} train x {views['train']} view(s) + {len(indices['val'])} val "
+            f"examples per rank: {total / 2**20:.1f} MiB ({self.storage})"
+        )
         if total > self.max_gb * 2**30:
-            raise LtrainError(f"the feature cache would take {total / 2**30:.2f} GB per rank, over cache.max_gb="
-                              f"{self.max_gb}: raise cache.max_gb, cache fewer views, or drop the cache option")
+            raise LtrainError(
+                f"the feature cache would take {total / 2**30:.2f} GB per rank, over cache.max_gb="
+                f"{self.max_gb}: raise cache.max_gb, cache fewer views, or drop the cache option"
+            )
         if self.views and self.views > 1:
-            rank_zero_info(f"FrozenFeatureCache: {self.views} precomputed augmented views per example; epoch e "
-                           f"trains on view e mod {self.views}, not on a fresh augmentation")
+            rank_zero_info(
+                f"FrozenFeatureCache: {self.views} precomputed augmented views per example; epoch e "
+                f"trains on view e mod {self.views}, not on a fresh augmentation"
+            )
         parts = self._key_parts(split, trainer)
         state = split.prefix_state()
         for name, idx in indices.items():
-            key = cache_key({**parts, "split": name, "views": views[name], "indices": _digest(idx),
-                             "transform": repr(getattr(self._datasets[name], "transform", None))}, state)
+            key = cache_key(
+                {
+                    **parts,
+                    "split": name,
+                    "views": views[name],
+                    "indices": _digest(idx),
+                    "transform": repr(getattr(self._datasets[name], "transform", None)),
+                },
+                state,
+            )
             self.cached[name] = self._load_or_compute(trainer, split, model, name, idx, views[name], key)
         self.split, self._model = split, model
         model.forward = split.suffix  # the instance attribute shadows the class's forward; del restores it
@@ -158,8 +188,10 @@ class FrozenFeatureCache(Callback):
         if unfrozen:
             self._drop()
             self.dropped_at_epoch = trainer.current_epoch
-            rank_zero_info(f"FrozenFeatureCache: dropped at epoch {trainer.current_epoch}: {unfrozen[0]} (and "
-                           f"{len(unfrozen) - 1} more) below the cut now train; continuing on the full model")
+            rank_zero_info(
+                f"FrozenFeatureCache: dropped at epoch {trainer.current_epoch}: {unfrozen[0]} (and "
+                f"{len(unfrozen) - 1} more) below the cut now train; continuing on the full model"
+            )
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -174,14 +206,24 @@ class FrozenFeatureCache(Callback):
         if split not in self.cached:
             return loader
         if not isinstance(loader, DataLoader) or loader.batch_size is None:
-            raise LtrainError(f"FrozenFeatureCache needs the {split} loader to be a DataLoader with a batch_size "
-                              f"(got {type(loader).__name__}); drop the cache option")
+            raise LtrainError(
+                f"FrozenFeatureCache needs the {split} loader to be a DataLoader with a batch_size "
+                f"(got {type(loader).__name__}); drop the cache option"
+            )
         switch = SwitchableDataset(loader.dataset, self.cached[split])
         self._switches.append(switch)
         sampler = self._samplers.get(split, loader.sampler)
-        return DataLoader(switch, batch_size=loader.batch_size, sampler=sampler, num_workers=loader.num_workers,
-                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
-                          worker_init_fn=loader.worker_init_fn, generator=loader.generator)
+        return DataLoader(
+            switch,
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            num_workers=loader.num_workers,
+            collate_fn=loader.collate_fn,
+            pin_memory=loader.pin_memory,
+            drop_last=loader.drop_last,
+            worker_init_fn=loader.worker_init_fn,
+            generator=loader.generator,
+        )
 
     def _shards(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         """The global indices each split's sampler gives this rank (all of them in one process)."""
@@ -197,15 +239,31 @@ class FrozenFeatureCache(Callback):
     def _key_parts(self, split: ModelSplit, trainer: L.Trainer) -> dict[str, Any]:
         dm = self._datamodule
         data = dm.describe() if hasattr(dm, "describe") else type(dm).__name__
-        return {"data": data, "cut": split.cut, "model": type(self._find_model(trainer.lightning_module)).__name__,
-                "world_size": trainer.world_size, "rank": trainer.global_rank}
+        return {
+            "data": data,
+            "cut": split.cut,
+            "model": type(self._find_model(trainer.lightning_module)).__name__,
+            "world_size": trainer.world_size,
+            "rank": trainer.global_rank,
+        }
 
-    def _load_or_compute(self, trainer: L.Trainer, split: ModelSplit, model: nn.Module, name: str,
-                         indices: torch.Tensor, views: int, key: str) -> CachedFeatures:
+    def _load_or_compute(
+        self,
+        trainer: L.Trainer,
+        split: ModelSplit,
+        model: nn.Module,
+        name: str,
+        indices: torch.Tensor,
+        views: int,
+        key: str,
+    ) -> CachedFeatures:
         path = None
         if self.storage == "disk":
-            directory = Path(self.directory) if self.directory else (
-                default_cache_dir() if self.reuse else Path(trainer.default_root_dir) / "feature_cache")
+            directory = (
+                Path(self.directory)
+                if self.directory
+                else (default_cache_dir() if self.reuse else Path(trainer.default_root_dir) / "feature_cache")
+            )
             path = cache_file(directory, key, name, trainer.global_rank, trainer.world_size)
             self.files[name] = path
             if self.reuse:
@@ -220,8 +278,9 @@ class FrozenFeatureCache(Callback):
             save_features(path, cached, key)
         return cached
 
-    def _compute(self, split: ModelSplit, model: nn.Module, dataset: Dataset, indices: torch.Tensor, views: int,
-                 epoch: int) -> CachedFeatures:
+    def _compute(
+        self, split: ModelSplit, model: nn.Module, dataset: Dataset, indices: torch.Tensor, views: int, epoch: int
+    ) -> CachedFeatures:
         """Run the prefix (eval mode, no grad) over ``indices`` once per view."""
         device = next(model.parameters()).device
         batch = self.batch_size or getattr(self._datamodule, "eval_batch_size", None) or 256
@@ -232,7 +291,7 @@ class FrozenFeatureCache(Callback):
                     dataset.set_epoch(view)  # the augmentation epoch `view` of an uncached run would draw
                 chunks = []
                 for start in range(0, len(indices), batch):
-                    items = [dataset[int(i)] for i in indices[start:start + batch]]
+                    items = [dataset[int(i)] for i in indices[start : start + batch]]
                     chunks.append(split.prefix(torch.stack([x for x, _ in items]).to(device)).cpu())
                     if view == 0:
                         labels += [torch.as_tensor(y) for _, y in items]
@@ -271,12 +330,16 @@ def _check_callback_order(trainer: L.Trainer, cache: FrozenFeatureCache) -> None
     for i, cb in enumerate(trainer.callbacks):
         if isinstance(cb, FreezeSchedule):
             if i > position:
-                raise LtrainError("put FrozenFeatureCache after FreezeSchedule in the trainer's callbacks: the cache "
-                                  "must see the frozen groups after the schedule has applied its phase")
+                raise LtrainError(
+                    "put FrozenFeatureCache after FreezeSchedule in the trainer's callbacks: the cache "
+                    "must see the frozen groups after the schedule has applied its phase"
+                )
             if cb.bn == "train":
-                raise LtrainError("FreezeSchedule(bn='train') updates frozen BatchNorm statistics every step, so the "
-                                  "frozen layers' output changes and cannot be cached: use freeze.bn=eval or drop "
-                                  "the cache option")
+                raise LtrainError(
+                    "FreezeSchedule(bn='train') updates frozen BatchNorm statistics every step, so the "
+                    "frozen layers' output changes and cannot be cached: use freeze.bn=eval or drop "
+                    "the cache option"
+                )
 
 
 def _check_deterministic(dataset: Dataset, split: str, views: int | None) -> None:
@@ -289,13 +352,17 @@ def _check_deterministic(dataset: Dataset, split: str, views: int | None) -> Non
         return
     if deterministic is False and views is not None:
         if not hasattr(dataset, "set_epoch"):
-            raise LtrainError(f"cache.views needs a {split} dataset with set_epoch (to draw view v as epoch v would); "
-                              f"{type(dataset).__name__} has none")
+            raise LtrainError(
+                f"cache.views needs a {split} dataset with set_epoch (to draw view v as epoch v would); "
+                f"{type(dataset).__name__} has none"
+            )
         return
     why = "is random" if deterministic is False else "does not say whether it is deterministic (no .deterministic)"
-    raise LtrainError(f"the {split} transform {transform!r} {why}: caching it would train every epoch on the same "
-                      "augmentation. Use data.augment=none, set cache.views=K to precompute K augmented views per "
-                      "example, or drop the cache option")
+    raise LtrainError(
+        f"the {split} transform {transform!r} {why}: caching it would train every epoch on the same "
+        "augmentation. Use data.augment=none, set cache.views=K to precompute K augmented views per "
+        "example, or drop the cache option"
+    )
 
 
 def _digest(indices: torch.Tensor) -> str:

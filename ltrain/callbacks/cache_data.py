@@ -32,9 +32,9 @@ FORMAT = 1  # bump when the file layout changes: old files then simply miss
 class CachedFeatures:
     """Prefix outputs of the examples ``indices`` (global dataset indices), ``features[v][row]`` per view."""
 
-    indices: torch.Tensor          # (S,) int64, sorted
-    labels: torch.Tensor           # (S,)
-    features: torch.Tensor         # (V, S, *feature_shape)
+    indices: torch.Tensor  # (S,) int64, sorted
+    labels: torch.Tensor  # (S,)
+    features: torch.Tensor  # (V, S, *feature_shape)
 
     def __post_init__(self) -> None:
         self.row_of = {int(i): r for r, i in enumerate(self.indices.tolist())}
@@ -61,8 +61,14 @@ def cache_file(directory: Path, key: str, split: str, rank: int, world_size: int
 def save_features(path: Path, cached: CachedFeatures, key: str) -> None:
     from safetensors.torch import save
 
-    data = save({"indices": cached.indices.contiguous(), "labels": cached.labels.contiguous(),
-                 "features": cached.features.contiguous()}, metadata={"key": key})
+    data = save(
+        {
+            "indices": cached.indices.contiguous(),
+            "labels": cached.labels.contiguous(),
+            "features": cached.features.contiguous(),
+        },
+        metadata={"key": key},
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
 
@@ -109,8 +115,10 @@ class SwitchableDataset(Dataset):
             return self.dataset[i]
         row = cached.row_of.get(int(i))
         if row is None:
-            raise IndexError(f"example {i} is not in this rank's feature cache (its shard has {len(cached.row_of)} "
-                             "examples): the loader's sampler changed after the cache was built")
+            raise IndexError(
+                f"example {i} is not in this rank's feature cache (its shard has {len(cached.row_of)} "
+                "examples): the loader's sampler changed after the cache was built"
+            )
         return cached.features[self.epoch % cached.features.shape[0], row], cached.labels[row]
 
 

@@ -33,9 +33,28 @@ from ltrain.errors import LtrainError
 from ltrain.io import atomic_write_json
 from ltrain.models.activations import Arctan, BentIdentity, Maxout, Swish
 
-ACTIVATION_TYPES = (nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softsign, nn.ReLU, nn.LeakyReLU, nn.RReLU, nn.PReLU,
-                    nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Softplus,
-                    Arctan, BentIdentity, Swish, Maxout)
+ACTIVATION_TYPES = (
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Softsign,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.RReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Softplus,
+    Arctan,
+    BentIdentity,
+    Swish,
+    Maxout,
+)
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
 WEIGHT_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -76,7 +95,9 @@ class ActivationRecorder:
         self.layers = layers if layers is not None else watched_layers(model)
         self.recording = True
         self.stats: dict[str, dict[str, float]] = {}
-        self._handles = [m.register_forward_hook(self._hook(name, isinstance(m, RELU_TYPES))) for name, m in self.layers]
+        self._handles = [
+            m.register_forward_hook(self._hook(name, isinstance(m, RELU_TYPES))) for name, m in self.layers
+        ]
 
     def _hook(self, name: str, relu: bool):
         def hook(module: nn.Module, args: Any, out: Any) -> None:
@@ -122,9 +143,16 @@ class TrainingDiagnostics(Callback):
         trainer.fit(module)   # -> diagnostics.png, diagnostics.json; stops if the loss diverges
     """
 
-    def __init__(self, every_n_steps: int = 10, num_classes: int | None = None, init_loss_factor: float = 2.0,
-                 explode_factor: float = 5.0, on_divergence: str = "stop", out_dir: str | None = None,
-                 plots: bool = True):
+    def __init__(
+        self,
+        every_n_steps: int = 10,
+        num_classes: int | None = None,
+        init_loss_factor: float = 2.0,
+        explode_factor: float = 5.0,
+        on_divergence: str = "stop",
+        out_dir: str | None = None,
+        plots: bool = True,
+    ):
         if every_n_steps < 1:
             raise LtrainError(f"TrainingDiagnostics needs every_n_steps >= 1, got {every_n_steps}")
         if on_divergence not in ("stop", "raise"):
@@ -149,7 +177,9 @@ class TrainingDiagnostics(Callback):
         self._recorder = ActivationRecorder(network_of(pl_module))
         self._recorder.recording = False
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         record = trainer.global_step % self.every_n_steps == 0
         self._row = {"step": trainer.global_step, "layers": defaultdict(dict)} if record else None
         if self._recorder is not None:
@@ -163,8 +193,9 @@ class TrainingDiagnostics(Callback):
             if isinstance(m, WEIGHT_LAYER_TYPES) and m.weight.grad is not None:
                 self._row["layers"][name]["grad_norm"] = m.weight.grad.detach().norm().item()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is None:
             return
@@ -188,8 +219,10 @@ class TrainingDiagnostics(Callback):
         if trainer.is_global_zero:
             out = Path(self.out_dir or trainer.default_root_dir)
             out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(out / "diagnostics.json", {"initial_loss": self.initial_loss, "stop_message": self.stop_message,
-                                                         "history": self.history})
+            atomic_write_json(
+                out / "diagnostics.json",
+                {"initial_loss": self.initial_loss, "stop_message": self.stop_message, "history": self.history},
+            )
             if self.plots and self.history:
                 plot_diagnostics(self.history, out / "diagnostics.png")
 
@@ -211,10 +244,15 @@ class TrainingDiagnostics(Callback):
             warnings.warn(
                 f"the loss at initialisation is {loss:.3f}, far from ln({c}) = {expected:.3f} (a uniform guess): "
                 "the output layer's initial weights are probably too large (or the inputs are not standardised); "
-                "try a smaller init for the head, e.g. model.init=glorot_normal", DiagnosticsWarning, stacklevel=2)
+                "try a smaller init for the head, e.g. model.init=glorot_normal",
+                DiagnosticsWarning,
+                stacklevel=2,
+            )
 
     def _check_divergence(self, trainer: L.Trainer, loss: float) -> None:
-        bad = not math.isfinite(loss) or (self.initial_loss is not None and loss > self.explode_factor * self.initial_loss)
+        bad = not math.isfinite(loss) or (
+            self.initial_loss is not None and loss > self.explode_factor * self.initial_loss
+        )
         # every rank takes part in the reduction each step; any rank diverging stops them all
         if not trainer.strategy.reduce_boolean_decision(bad, all=False):
             return
@@ -225,9 +263,11 @@ class TrainingDiagnostics(Callback):
             what = "NaN/inf"
         else:
             what = f"{loss:.4g}, more than {self.explode_factor:g}x its start ({self.initial_loss:.4g})"
-        self.stop_message = (f"training diverged at step {trainer.global_step}: the loss is {what}. "
-                             f"The learning rate (lr={lrs}) is too high: lower optimizer.lr (e.g. 10x smaller) "
-                             "or find one with: ltrain tune=lr_find")
+        self.stop_message = (
+            f"training diverged at step {trainer.global_step}: the loss is {what}. "
+            f"The learning rate (lr={lrs}) is too high: lower optimizer.lr (e.g. 10x smaller) "
+            "or find one with: ltrain tune=lr_find"
+        )
         if self.on_divergence == "raise":
             raise LtrainError(self.stop_message)
         trainer.should_stop = True
@@ -243,15 +283,19 @@ def plot_diagnostics(history: list[dict[str, Any]], out_png: str | Path) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = (("mean", "activation mean"), ("std", "activation std"), ("grad_norm", "weight gradient norm"),
-              ("dead", "dead ReLU fraction"))
+    panels = (
+        ("mean", "activation mean"),
+        ("std", "activation std"),
+        ("grad_norm", "weight gradient norm"),
+        ("dead", "dead ReLU fraction"),
+    )
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
-    for ax, (key, title) in zip(axes.flat, panels):
+    for ax, (key, title) in zip(axes.flat, panels, strict=True):
         names = list(dict.fromkeys(n for row in history for n, s in row["layers"].items() if key in s))
         cmap = plt.get_cmap("viridis")
         for i, name in enumerate(names):
             pts = [(row["step"], row["layers"][name][key]) for row in history if key in row["layers"].get(name, {})]
-            xs, ys = zip(*pts)
+            xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, color=cmap(i / max(1, len(names) - 1)), label=name)
         ax.set_title(title)
         ax.set_xlabel("optimizer step")

@@ -39,8 +39,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ltrain.callbacks.network import find_network
 from ltrain.errors import LtrainError, close_matches
 from ltrain.models.groups import HEAD, LayerGroup, format_groups, layer_groups
-from ltrain.optim.param_groups import (group_lr_reference, schedule_progress, scale_group_lrs,
-                                       schedulers_of, split_param_groups)
+from ltrain.optim.param_groups import (
+    group_lr_reference,
+    scale_group_lrs,
+    schedule_progress,
+    schedulers_of,
+    split_param_groups,
+)
 
 BN_POLICIES = ("eval", "train")
 MODES = ("min", "max")
@@ -95,7 +100,7 @@ class Phase:
             object.__setattr__(self, "trainable", tuple(self.trainable))
         if self.lr is not None and self.lr_scale is not None:
             raise LtrainError("a freeze phase takes lr (absolute) OR lr_scale (a multiplier), not both")
-        if self.lr is not None and self.lr < 0 or self.lr_scale is not None and self.lr_scale < 0:
+        if (self.lr is not None and self.lr < 0) or (self.lr_scale is not None and self.lr_scale < 0):
             raise LtrainError("freeze phase rates must be >= 0")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             raise LtrainError(f"freeze layer_decay={self.layer_decay} must be in (0, 1]")
@@ -122,8 +127,8 @@ class _Runtime:
 
     model: nn.Module
     groups: list[LayerGroup]
-    params: dict[str, list[nn.Parameter]]       # layer group name -> its parameters
-    bn: dict[str, list[_BatchNorm]]             # layer group name -> BN layers whose parameters it holds
+    params: dict[str, list[nn.Parameter]]  # layer group name -> its parameters
+    bn: dict[str, list[_BatchNorm]]  # layer group name -> BN layers whose parameters it holds
     optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
     schedulers: list[Any] = field(default_factory=list)
     refs: list[list[dict[str, float]]] = field(default_factory=list)  # per optimizer, per group
@@ -142,8 +147,13 @@ class FreezeSchedule(Callback):
         verbose: log each phase change (rank zero).
     """
 
-    def __init__(self, phases: Sequence[Phase | dict[str, Any]] | None = None, bn: str = "eval",
-                 model_attr: str | None = "model", verbose: bool = True):
+    def __init__(
+        self,
+        phases: Sequence[Phase | dict[str, Any]] | None = None,
+        bn: str = "eval",
+        model_attr: str | None = "model",
+        verbose: bool = True,
+    ):
         if bn not in BN_POLICIES:
             raise LtrainError(f"freeze.bn={bn!r} is not one of {list(BN_POLICIES)}")
         self.phases = [_as_phase(p) for p in (phases if phases is not None else DEFAULT_PHASES)]
@@ -151,8 +161,8 @@ class FreezeSchedule(Callback):
         self.bn = bn
         self.model_attr = model_attr
         self.verbose = verbose
-        self.phase = 0              # index of the current phase
-        self.pending = False        # the next phase's plateau trigger fired; start it at the next epoch
+        self.phase = 0  # index of the current phase
+        self.pending = False  # the next phase's plateau trigger fired; start it at the next epoch
         self.plateau_best: float | None = None
         self.plateau_wait = 0
         self._saved_groups: list[str] | None = None  # the layer groups named in a restored checkpoint
@@ -207,7 +217,9 @@ class FreezeSchedule(Callback):
             self._apply(target, trainer, announce=True)
         self._freeze_bn()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._freeze_bn()  # a model.train() (user hooks, on_validation_model_train, older Lightning) undoes it
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -216,8 +228,10 @@ class FreezeSchedule(Callback):
             return
         trigger = self.phases[nxt].on_plateau
         if trigger.monitor not in trainer.callback_metrics:
-            raise LtrainError(f"freeze phase {nxt} waits for {trigger.monitor!r} to plateau, but it is not logged; "
-                              f"logged metrics: {sorted(trainer.callback_metrics)}")
+            raise LtrainError(
+                f"freeze phase {nxt} waits for {trigger.monitor!r} to plateau, but it is not logged; "
+                f"logged metrics: {sorted(trainer.callback_metrics)}"
+            )
         value = float(trainer.callback_metrics[trigger.monitor])
         if trigger.improved(value, self.plateau_best):
             self.plateau_best, self.plateau_wait = value, 0
@@ -227,8 +241,12 @@ class FreezeSchedule(Callback):
         self.pending = bool(trainer.strategy.reduce_boolean_decision(fire, all=False))
 
     def state_dict(self) -> dict[str, Any]:
-        state = {"phase": self.phase, "pending": self.pending, "plateau_best": self.plateau_best,
-                 "plateau_wait": self.plateau_wait}
+        state = {
+            "phase": self.phase,
+            "pending": self.pending,
+            "plateau_best": self.plateau_best,
+            "plateau_wait": self.plateau_wait,
+        }
         if self._rt is not None:
             state["trainable"] = self.trainable_groups()
             state["groups"] = [g.name for g in self._rt.groups]
@@ -237,8 +255,10 @@ class FreezeSchedule(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the phase; on_fit_start re-applies it (the rates come back with the optimizer's state)."""
         if state_dict["phase"] >= len(self.phases):
-            raise LtrainError(f"the checkpoint is in freeze phase {state_dict['phase']}, but this schedule has only "
-                              f"{len(self.phases)} phases: resume with the schedule that wrote it")
+            raise LtrainError(
+                f"the checkpoint is in freeze phase {state_dict['phase']}, but this schedule has only "
+                f"{len(self.phases)} phases: resume with the schedule that wrote it"
+            )
         self.phase = int(state_dict["phase"])
         self.pending = bool(state_dict["pending"])
         self.plateau_best = state_dict["plateau_best"]
@@ -254,7 +274,9 @@ class FreezeSchedule(Callback):
         rt = self._rt
         saved = self._saved_groups
         if saved is not None and saved != [g.name for g in rt.groups]:
-            raise LtrainError(f"the checkpoint's layer groups {saved} differ from this model's:\n{format_groups(rt.model)}")
+            raise LtrainError(
+                f"the checkpoint's layer groups {saved} differ from this model's:\n{format_groups(rt.model)}"
+            )
         phase = self.phases[index]
         trainable = _resolve(phase, rt.groups)
         multiplier = _group_multipliers(phase, trainable)
@@ -266,15 +288,17 @@ class FreezeSchedule(Callback):
                     p.grad = None
                     for opt in rt.optimizers:
                         opt.state.pop(p, None)
-        for opt, refs, old in zip(rt.optimizers, rt.refs, rt.scales):
+        for opt, refs, old in zip(rt.optimizers, rt.refs, rt.scales, strict=True):
             progress = schedule_progress(opt, refs, old)
-            new = [_group_scale(phase, g, ref, multiplier) for g, ref in zip(opt.param_groups, refs)]
+            new = [_group_scale(phase, g, ref, multiplier) for g, ref in zip(opt.param_groups, refs, strict=True)]
             scale_group_lrs(opt, schedulers_of(opt, rt.schedulers), refs, new, progress)
             old[:] = new
         if announce and self.verbose:
             rates = {g["name"]: g["lr"] for g in rt.optimizers[0].param_groups} if rt.optimizers else {}
-            rank_zero_info(f"FreezeSchedule: phase {index} from epoch {trainer.current_epoch}: trainable {trainable}; "
-                           f"rates {({k: f'{v:.3g}' for k, v in rates.items() if k in trainable})}")
+            rank_zero_info(
+                f"FreezeSchedule: phase {index} from epoch {trainer.current_epoch}: trainable {trainable}; "
+                f"rates { ({k: f'{v:.3g}' for k, v in rates.items() if k in trainable}) }"
+            )
 
     def _freeze_bn(self) -> None:
         """BN of frozen groups to eval, of trainable groups back to the model's mode (it may have been frozen)."""
@@ -290,7 +314,7 @@ class FreezeSchedule(Callback):
 def _group_multipliers(phase: Phase, trainable: list[str]) -> dict[str, float]:
     """Layer-wise decay: the top trainable group gets 1, the one below ``layer_decay``, then its square..."""
     decay = phase.layer_decay or 1.0
-    return {name: decay ** depth for depth, name in enumerate(reversed(trainable))}
+    return {name: decay**depth for depth, name in enumerate(reversed(trainable))}
 
 
 def _group_scale(phase: Phase, group: dict[str, Any], ref: dict[str, float], multiplier: dict[str, float]) -> float:
@@ -314,13 +338,15 @@ def _resolve(phase: Phase, groups: list[LayerGroup], model: nn.Module | None = N
 
     def fail(why: str) -> LtrainError:
         table = format_groups(model) if model is not None else "\n".join(names)
-        return LtrainError(f"freeze phase trainable={spec!r}: {why}. The model's layer groups (bottom -> top):\n{table}")
+        return LtrainError(
+            f"freeze phase trainable={spec!r}: {why}. The model's layer groups (bottom -> top):\n{table}"
+        )
 
     if isinstance(spec, str) and spec == "all":
         return names
     if isinstance(spec, str) and spec == HEAD:
         return [HEAD] if HEAD in names else names[-1:]
-    if isinstance(spec, int) or isinstance(spec, str) and spec.startswith("top:"):
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.startswith("top:")):
         try:
             k = int(spec if isinstance(spec, int) else spec[4:])
         except ValueError:
@@ -332,8 +358,11 @@ def _resolve(phase: Phase, groups: list[LayerGroup], model: nn.Module | None = N
     unknown = [w for w in wanted if w not in names]
     if unknown:
         hints = list(dict.fromkeys(m for w in unknown for m in close_matches(w, names, n=3)))
-        raise fail(f"unknown group(s) {unknown}" + (f" (close: {hints})" if hints else "")
-                   + "; use 'head', 'all', 'top:K' or group names")
+        raise fail(
+            f"unknown group(s) {unknown}"
+            + (f" (close: {hints})" if hints else "")
+            + "; use 'head', 'all', 'top:K' or group names"
+        )
     if not wanted:
         raise fail("no group is trainable")
     return [n for n in names if n in wanted]
@@ -352,8 +381,10 @@ def _check_phase_order(phases: list[Phase]) -> None:
         if phase.at_epoch is not None:
             if phase.at_epoch <= last:
                 starts = [p.at_epoch for p in phases]
-                raise LtrainError(f"freeze phase epochs must increase: phase {i} starts at epoch {phase.at_epoch} "
-                                  f"(phase starts: {starts})")
+                raise LtrainError(
+                    f"freeze phase epochs must increase: phase {i} starts at epoch {phase.at_epoch} "
+                    f"(phase starts: {starts})"
+                )
             last = phase.at_epoch
 
 
@@ -377,9 +408,10 @@ def _enable_ddp_unused_parameters(trainer: L.Trainer) -> None:
     if isinstance(strategy, DDPStrategy):
         kwargs = getattr(strategy, "_ddp_kwargs", None)
         if not isinstance(kwargs, dict):
-            raise LtrainError("FreezeSchedule under DDP needs find_unused_parameters=True: "
-                              "use strategy='ddp_find_unused_parameters_true'")
+            raise LtrainError(
+                "FreezeSchedule under DDP needs find_unused_parameters=True: "
+                "use strategy='ddp_find_unused_parameters_true'"
+            )
         if not kwargs.get("find_unused_parameters"):
             kwargs["find_unused_parameters"] = True
             rank_zero_info("FreezeSchedule: DDP set to find_unused_parameters=True (frozen parameters get no gradient)")
-

@@ -69,8 +69,9 @@ class MaxNorm(Callback):
         if not apply_max_norm(pl_module, self.max_norm, self.exclude):
             raise LtrainError("MaxNorm found no Linear or Conv layer to constrain (check callbacks.max_norm.exclude)")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         # global_step counts optimizer steps: it does not move on accumulation-only batches
         if trainer.global_step != self._last_step:
             self._last_step = trainer.global_step

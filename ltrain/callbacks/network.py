@@ -15,6 +15,8 @@ def find_network(pl_module: L.LightningModule, model_attr: str | None, owner: st
     model = getattr(pl_module, model_attr, None)
     if not isinstance(model, nn.Module):
         children = [n for n, _ in pl_module.named_children()]
-        raise LtrainError(f"{owner} looks for the network at {type(pl_module).__name__}.{model_attr}, which is not "
-                          f"an nn.Module. Set model_attr to one of {children} (or null for the LightningModule itself)")
+        raise LtrainError(
+            f"{owner} looks for the network at {type(pl_module).__name__}.{model_attr}, which is not "
+            f"an nn.Module. Set model_attr to one of {children} (or null for the LightningModule itself)"
+        )
     return model

@@ -34,8 +34,10 @@ class OptunaPruning(L.Callback):
 
     def __init__(self, storage: str | None, study_name: str, monitor: str = "val/acc", pruner: Any = None) -> None:
         if not storage:
-            raise LtrainError("Optuna pruning needs the sweep's study in a storage the jobs can read: set "
-                              "hydra.sweeper.storage (hparams_search configs use an SQLite file in the sweep directory)")
+            raise LtrainError(
+                "Optuna pruning needs the sweep's study in a storage the jobs can read: set "
+                "hydra.sweeper.storage (hparams_search configs use an SQLite file in the sweep directory)"
+            )
         self.storage, self.study_name, self.monitor, self.pruner = storage, study_name, monitor, pruner
         self.pruned_at_epoch: int | None = None
         self._trial = None
@@ -51,12 +53,17 @@ class OptunaPruning(L.Callback):
         pruner = self.pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
         study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=pruner)
         overrides = set(HydraConfig.get().overrides.task) if HydraConfig.initialized() else set()
-        running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                   if all(f"{k}={v}" in overrides for k, v in t.params.items())]
+        running = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+            if all(f"{k}={v}" in overrides for k, v in t.params.items())
+        ]
         if len(running) != 1:
-            raise LtrainError(f"Optuna pruning: found {len(running)} running trials of study {self.study_name!r} in "
-                              f"{self.storage} with this job's parameters ({sorted(overrides)}); run it inside the "
-                              "sweep (ltrain -m hparams_search=...) or drop callbacks.optuna_pruning")
+            raise LtrainError(
+                f"Optuna pruning: found {len(running)} running trials of study {self.study_name!r} in "
+                f"{self.storage} with this job's parameters ({sorted(overrides)}); run it inside the "
+                "sweep (ltrain -m hparams_search=...) or drop callbacks.optuna_pruning"
+            )
         return optuna.trial.Trial(study, running[0]._trial_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -69,8 +76,11 @@ class OptunaPruning(L.Callback):
         if trainer.strategy.broadcast(prune, src=0):  # every rank stops together
             self.pruned_at_epoch = trainer.current_epoch
             trainer.should_stop = True
-            log.info("Optuna pruned this trial after epoch %d (%s below the median of earlier trials)",
-                     trainer.current_epoch, self.monitor)
+            log.info(
+                "Optuna pruned this trial after epoch %d (%s below the median of earlier trials)",
+                trainer.current_epoch,
+                self.monitor,
+            )
 
     def summary(self) -> dict[str, Any]:
         """What results.json records about pruning."""

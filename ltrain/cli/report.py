@@ -13,8 +13,9 @@ from ltrain.cli.common import CONFIG_PATH, exit_on_user_error
 def main(cfg: DictConfig) -> None:
     from ltrain.report import write_report
 
-    out = write_report(cfg.dir, metric=cfg.metric, out_dir=cfg.out, title=cfg.title,
-                       metrics=list(cfg.metrics) if cfg.metrics else None)
+    out = write_report(
+        cfg.dir, metric=cfg.metric, out_dir=cfg.out, title=cfg.title, metrics=list(cfg.metrics) if cfg.metrics else None
+    )
     print(out["markdown"])
     if out["plot"]:
         print(f"plot: {out['plot']}")

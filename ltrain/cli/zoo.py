@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltrain-zoo",
         description="Your catalogue of trained models. Entries: $LTRAIN_ZOO_CATALOG (default "
-                    "$LTRAIN_ZOO_HOME/catalog); weights: $LTRAIN_ZOO_HOME (default ~/.cache/ltrain/zoo).",
+        "$LTRAIN_ZOO_HOME/catalog); weights: $LTRAIN_ZOO_HOME (default ~/.cache/ltrain/zoo).",
     )
     parser.add_argument("--catalog", help="catalogue folder (overrides $LTRAIN_ZOO_CATALOG)")
     parser.add_argument("--home", help="weight store folder (overrides $LTRAIN_ZOO_HOME)")
@@ -31,12 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="an entry in full, with its lineage and where its weights are")
     p.add_argument("name")
     p.add_argument("--json", action="store_true", help="print the entry as JSON")
-    p = sub.add_parser("push", help="add a finished ltrain run (its best checkpoint) to the catalogue",
-                       description="Push a finished run. During training, `ltrain ... zoo.push=NAME` does the same.")
+    p = sub.add_parser(
+        "push",
+        help="add a finished ltrain run (its best checkpoint) to the catalogue",
+        description="Push a finished run. During training, `ltrain ... zoo.push=NAME` does the same.",
+    )
     p.add_argument("name")
     p.add_argument("--run", required=True, help="the run directory (config.yaml, results.json, checkpoints/)")
-    p.add_argument("--more-runs", nargs="*", default=[],
-                   help="the same config's runs with other seeds: their metrics join the entry's mean ± std")
+    p.add_argument(
+        "--more-runs",
+        nargs="*",
+        default=[],
+        help="the same config's runs with other seeds: their metrics join the entry's mean ± std",
+    )
     p.add_argument("--description", default="", help="one line for `ltrain-zoo list`")
     p.add_argument("--parent", help="the entry it descends from (default: from model.pretrained=zoo:NAME)")
     p.add_argument("--force", action="store_true", help="replace an existing entry of that name")
@@ -50,11 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
 def format_table(entries: Sequence[ZooEntry]) -> str:
     header = ("NAME", "ARCH", "CLASSES", "DATASET", "TEST ACC", "PARENT", "CREATED")
     rows = [header] + [
-        (e.name, e.architecture, str(e.num_classes), str(e.dataset.get("dataset", "-")), e.metric_text("test_acc"),
-         e.parent or "-", e.created[:19]) for e in entries
+        (
+            e.name,
+            e.architecture,
+            str(e.num_classes),
+            str(e.dataset.get("dataset", "-")),
+            e.metric_text("test_acc"),
+            e.parent or "-",
+            e.created[:19],
+        )
+        for e in entries
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
 def show_text(zoo: Zoo, entry: ZooEntry) -> str:
@@ -62,8 +77,8 @@ def show_text(zoo: Zoo, entry: ZooEntry) -> str:
     lines = [
         f"{entry.name}: {entry.architecture}, {entry.num_classes} classes, input {tuple(entry.input_shape)}",
         f"  description: {entry.description or '-'}",
-        f"  lineage:     {' <- '.join(zoo.lineage(entry.name))}" + (f"  (started from {entry.pretrained})"
-                                                                   if entry.pretrained else ""),
+        f"  lineage:     {' <- '.join(zoo.lineage(entry.name))}"
+        + (f"  (started from {entry.pretrained})" if entry.pretrained else ""),
         f"  children:    {', '.join(zoo.children(entry.name)) or '-'}",
         f"  dataset:     {entry.dataset.get('dataset', '-')} classes {entry.dataset.get('class_names', '-')}",
         *[f"  {k + ':':12s} {entry.metric_text(k)}" for k in entry.metrics],
@@ -102,10 +117,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     elif args.command == "push":
         from ltrain.zoo import push_run
 
-        entry = push_run(args.run, args.name, more_runs=args.more_runs, description=args.description,
-                         parent=args.parent, overwrite=args.force, zoo=zoo)
-        print(f"pushed {entry.name} ({entry.architecture}, test acc {entry.metric_text('test_acc')}) "
-              f"-> {zoo.folder(entry)}")
+        entry = push_run(
+            args.run,
+            args.name,
+            more_runs=args.more_runs,
+            description=args.description,
+            parent=args.parent,
+            overwrite=args.force,
+            zoo=zoo,
+        )
+        print(
+            f"pushed {entry.name} ({entry.architecture}, test acc {entry.metric_text('test_acc')}) "
+            f"-> {zoo.folder(entry)}"
+        )
     elif args.command == "verify":
         results = zoo.verify(args.name)
         for r in results:
@@ -117,10 +141,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         children = zoo.children(args.name)
         entry = zoo.rm(args.name)
         if entry is None:
-            print(f"removed the unreadable entry file of {args.name}; its weights (if any) stay under {zoo.home / 'models'}")
+            print(
+                f"removed the unreadable entry file of {args.name}; its weights (if any) stay under {zoo.home / 'models'}"
+            )
             return 0
-        print(f"removed {entry.name} and {zoo.home / entry.folder}"
-              + (f" (its children {', '.join(children)} keep it as parent, shown as removed)" if children else ""))
+        print(
+            f"removed {entry.name} and {zoo.home / entry.folder}"
+            + (f" (its children {', '.join(children)} keep it as parent, shown as removed)" if children else "")
+        )
     return 0
 
 

@@ -243,7 +243,7 @@ class ImageClassificationData(L.LightningDataModule):
         if test_idx is not None:
             self.split_indices["test"] = test_idx
         mean, std = channel_stats(_match_channels_batch(images[train_idx], self.channels), self.standardize)
-        common = dict(mean=mean, std=std, size=self.image_size, channels=self.channels)
+        common = {"mean": mean, "std": std, "size": self.image_size, "channels": self.channels}
         train_tf = ImageTransform(**common, augment=self.augment)
         eval_tf = ImageTransform(**common)
         self.splits = {
@@ -260,8 +260,14 @@ class ImageClassificationData(L.LightningDataModule):
         train.seed = torch.initial_seed()
         distributed = self.trainer is not None and self.trainer.world_size > 1
         sampler = None if distributed else EpochShuffleSampler(len(train), train.seed)
-        return DataLoader(train, batch_size=self.batch_size, shuffle=distributed, sampler=sampler,
-                          num_workers=self.num_workers, drop_last=False)
+        return DataLoader(
+            train,
+            batch_size=self.batch_size,
+            shuffle=distributed,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            drop_last=False,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -274,8 +280,9 @@ class ImageClassificationData(L.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup()
-        return DataLoader(self.splits[split], batch_size=self.eval_batch_size, shuffle=False,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            self.splits[split], batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers
+        )
 
 
 def _match_channels_batch(images: torch.Tensor, channels: int | None) -> torch.Tensor:

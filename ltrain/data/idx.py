@@ -11,8 +11,18 @@ import torch
 from ltrain.data.base import Arrays, ImageClassificationData
 from ltrain.errors import LtrainError
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 DEBIAN_FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
 _FILES = {
     "train_x": "train-images-idx3-ubyte",
@@ -76,5 +86,10 @@ class FashionMnistIdx(ImageClassificationData):
     def load_arrays(self) -> Arrays:
         files = find_idx_files(self.root)
         arr = {k: torch.from_numpy(read_idx(p).copy()) for k, p in files.items()}
-        return Arrays(arr["train_x"][:, None], arr["train_y"].long(), arr["test_x"][:, None], arr["test_y"].long(),
-                      class_names=list(self._class_names))
+        return Arrays(
+            arr["train_x"][:, None],
+            arr["train_y"].long(),
+            arr["test_x"][:, None],
+            arr["test_y"].long(),
+            class_names=list(self._class_names),
+        )

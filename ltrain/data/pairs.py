@@ -29,8 +29,9 @@ SAME, DIFFERENT = 0, 1
 POOLS = ("unused", "all", "train")
 
 
-def sample_pairs(labels: torch.Tensor, num_pairs: int, generator: torch.Generator
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def sample_pairs(
+    labels: torch.Tensor, num_pairs: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``num_pairs`` index pairs (first, second) into ``labels`` and their targets (0 same, 1 different).
 
     Exactly ``num_pairs // 2`` pairs are same-class (the odd one out is different-class), shuffled.
@@ -42,7 +43,9 @@ def sample_pairs(labels: torch.Tensor, num_pairs: int, generator: torch.Generato
     counts = torch.bincount(labels)
     present = counts[counts > 0]
     if len(present) < 2 or int(present.min()) < 2:
-        raise LtrainError(f"pairs need at least 2 classes with at least 2 images each; got class sizes {counts.tolist()}")
+        raise LtrainError(
+            f"pairs need at least 2 classes with at least 2 images each; got class sizes {counts.tolist()}"
+        )
     order = torch.argsort(labels, stable=True)  # images sorted by class: each class is one block
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.empty_like(order)
@@ -66,8 +69,9 @@ def sample_pairs(labels: torch.Tensor, num_pairs: int, generator: torch.Generato
     return first[shuffle], second[shuffle], target[shuffle]
 
 
-def pool_images(source: ImageClassificationData, pool: str, val_fraction: float = 0.1, seed: int = 0
-                ) -> tuple[dict[str, TensorImageDataset], dict[str, torch.Tensor]]:
+def pool_images(
+    source: ImageClassificationData, pool: str, val_fraction: float = 0.1, seed: int = 0
+) -> tuple[dict[str, TensorImageDataset], dict[str, torch.Tensor]]:
     """The pretraining images drawn from ``source``: ``({"train": ..., "val": ...}, their indices)``.
 
     pool="unused": the source's images outside all its splits (disjoint from its labelled train, val and
@@ -81,8 +85,10 @@ def pool_images(source: ImageClassificationData, pool: str, val_fraction: float 
         raise LtrainError(f"pool={pool!r} is not one of {list(POOLS)}")
     source.setup()
     if pool == "train":
-        return ({"train": source.splits["train"], "val": source.splits["val"]},
-                {k: source.split_indices[k] for k in ("train", "val")})
+        return (
+            {"train": source.splits["train"], "val": source.splits["val"]},
+            {k: source.split_indices[k] for k in ("train", "val")},
+        )
     arrays = _train_arrays(source)
     keep, labels = select_classes(arrays.train_y, source.classes)
     images = arrays.train_x[keep]
@@ -113,8 +119,16 @@ def _train_arrays(source: ImageClassificationData):
 class UnlabelledData(L.LightningDataModule):
     """Batches ``(x, y)`` of a pretraining pool of ``source`` (see :func:`pool_images`); modules ignore ``y``."""
 
-    def __init__(self, source: ImageClassificationData, pool: str = "all", val_fraction: float = 0.05,
-                 seed: int = 0, batch_size: int = 256, eval_batch_size: int = 512, num_workers: int = 0):
+    def __init__(
+        self,
+        source: ImageClassificationData,
+        pool: str = "all",
+        val_fraction: float = 0.05,
+        seed: int = 0,
+        batch_size: int = 256,
+        eval_batch_size: int = 512,
+        num_workers: int = 0,
+    ):
         super().__init__()
         self.source, self.pool, self.val_fraction, self.seed = source, pool, val_fraction, seed
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
@@ -126,18 +140,25 @@ class UnlabelledData(L.LightningDataModule):
         if not self.images:
             self.images, self.pool_indices = pool_images(self.source, self.pool, self.val_fraction, self.seed)
             # the transform is deterministic: apply it once, not once per epoch
-            self.inputs = {k: TensorDataset(torch.stack([ds.transform(im) for im in ds.images]), ds.labels)
-                           for k, ds in self.images.items()}
+            self.inputs = {
+                k: TensorDataset(torch.stack([ds.transform(im) for im in ds.images]), ds.labels)
+                for k, ds in self.images.items()
+            }
 
     def describe(self) -> dict:
         self.setup()
-        return {"source": self.source.describe(), "pool": self.pool,
-                "pool_sizes": {k: len(v) for k, v in self.images.items()}, "seed": self.seed}
+        return {
+            "source": self.source.describe(),
+            "pool": self.pool,
+            "pool_sizes": {k: len(v) for k, v in self.images.items()},
+            "seed": self.seed,
+        }
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.inputs["train"], batch_size=self.batch_size, shuffle=True, drop_last=True,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            self.inputs["train"], batch_size=self.batch_size, shuffle=True, drop_last=True, num_workers=self.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
@@ -167,7 +188,7 @@ class PairSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
         first, second, target = self.pairs()
-        return iter(zip(first.tolist(), second.tolist(), target.tolist()))
+        return iter(zip(first.tolist(), second.tolist(), target.tolist(), strict=True))
 
     def __len__(self) -> int:
         return self.num_pairs
@@ -223,7 +244,12 @@ class PairData(L.LightningDataModule):
             raise LtrainError(f"pairs pool={pool!r} is not one of {list(POOLS)}")
         self.source, self.pool = source, pool
         self.pairs_per_epoch, self.val_pairs, self.val_fraction = pairs_per_epoch, val_pairs, val_fraction
-        self.seed, self.batch_size, self.eval_batch_size, self.num_workers = seed, batch_size, eval_batch_size, num_workers
+        self.seed, self.batch_size, self.eval_batch_size, self.num_workers = (
+            seed,
+            batch_size,
+            eval_batch_size,
+            num_workers,
+        )
         self.images: dict[str, TensorImageDataset] = {}
         self.datasets: dict[str, PairDataset] = {}
         self.pool_indices: dict[str, torch.Tensor] = {}
@@ -235,21 +261,29 @@ class PairData(L.LightningDataModule):
     def describe(self) -> dict:
         """Where the pairs come from: the source, the pool and its sizes (for zoo lineage and results)."""
         self.setup()
-        return {"source": self.source.describe(), "pool": self.pool, "pool_sizes": {k: len(v) for k, v in self.images.items()},
-                "pairs_per_epoch": self.pairs_per_epoch, "val_pairs": self.val_pairs, "seed": self.seed,
-                "label_convention": "0 = same class, 1 = different class"}
+        return {
+            "source": self.source.describe(),
+            "pool": self.pool,
+            "pool_sizes": {k: len(v) for k, v in self.images.items()},
+            "pairs_per_epoch": self.pairs_per_epoch,
+            "val_pairs": self.val_pairs,
+            "seed": self.seed,
+            "label_convention": "0 = same class, 1 = different class",
+        }
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
         sampler = PairSampler(self.images["train"].labels, self.pairs_per_epoch, self.seed)
-        return DataLoader(self._dataset("train"), batch_size=self.batch_size, sampler=sampler,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            self._dataset("train"), batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
         sampler = PairSampler(self.images["val"].labels, self.val_pairs, self.seed + 1, fixed=True)
-        return DataLoader(self._dataset("val"), batch_size=self.eval_batch_size, sampler=sampler,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            self._dataset("val"), batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers
+        )
 
     def _dataset(self, split: str) -> PairDataset:
         if split not in self.datasets:

@@ -18,11 +18,15 @@ def select_classes(labels: torch.Tensor, classes: Sequence[int] | None) -> tuple
         return torch.arange(len(labels)), labels.clone()
     classes = list(classes)
     if not classes:
-        raise LtrainError("data.classes is empty: list the classes to keep, e.g. data.classes=[0,1,2,3,4], or null for all")
+        raise LtrainError(
+            "data.classes is empty: list the classes to keep, e.g. data.classes=[0,1,2,3,4], or null for all"
+        )
     present = set(labels.unique().tolist())
     missing = [c for c in classes if c not in present]
     if missing:
-        raise LtrainError(f"data.classes names {missing}, which the dataset does not have; its classes are {sorted(present)}")
+        raise LtrainError(
+            f"data.classes names {missing}, which the dataset does not have; its classes are {sorted(present)}"
+        )
     if len(set(classes)) != len(classes):
         raise LtrainError(f"data.classes repeats a class: {classes}")
     lookup = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
@@ -32,9 +36,7 @@ def select_classes(labels: torch.Tensor, classes: Sequence[int] | None) -> tuple
     return keep, new[keep]
 
 
-def stratified_split(
-    labels: torch.Tensor, fractions: Sequence[float], seed: int
-) -> list[torch.Tensor]:
+def stratified_split(labels: torch.Tensor, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
     """Split example indices into disjoint parts with the given fractions, class by class.
 
     The first part takes what the other fractions leave. The same labels and seed always give the
@@ -49,7 +51,7 @@ def stratified_split(
         idx = idx[torch.randperm(len(idx), generator=gen)]
         start = len(idx)
         for p in range(len(fractions) - 1, 0, -1):
-            n = int(round(fractions[p] * len(idx)))
+            n = round(fractions[p] * len(idx))
             parts[p].append(idx[start - n : start])
             start -= n
         parts[0].append(idx[:start])

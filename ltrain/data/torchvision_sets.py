@@ -36,7 +36,9 @@ class TorchvisionData(ImageClassificationData):
     def _load(self, train: bool):
         from torchvision import datasets
 
-        cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[self.dataset]
+        cls = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}[
+            self.dataset
+        ]
         try:
             return cls(self.root, train=train, download=self.download)
         except Exception as e:  # network errors come in many types

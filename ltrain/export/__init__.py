@@ -5,5 +5,13 @@ from ltrain.export.fold import FoldedBN, FoldReport, SkippedBN, fold_batchnorm
 from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff
 from ltrain.export.pipeline import export_model
 
-__all__ = ["FoldReport", "FoldedBN", "SkippedBN", "export_model", "export_onnx", "fold_batchnorm", "onnx_op_counts",
-           "ort_max_diff"]
+__all__ = [
+    "FoldReport",
+    "FoldedBN",
+    "SkippedBN",
+    "export_model",
+    "export_onnx",
+    "fold_batchnorm",
+    "onnx_op_counts",
+    "ort_max_diff",
+]

@@ -230,13 +230,17 @@ def _replacement(bn: _BatchNorm) -> nn.Module | None:
     from timm.layers.norm_act import BatchNormAct2d, SyncBatchNormAct
 
     if forward in (BatchNormAct2d.forward, SyncBatchNormAct.forward):
-        rest = [(k, getattr(bn, k)) for k in ("drop", "act") if not isinstance(getattr(bn, k, None), (nn.Identity, type(None)))]
+        rest = [
+            (k, getattr(bn, k))
+            for k in ("drop", "act")
+            if not isinstance(getattr(bn, k, None), (nn.Identity, type(None)))
+        ]
         return nn.Sequential(OrderedDict(rest)) if rest else nn.Identity()
     return None
 
 
 def _replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    for name, parent in list(model.named_modules(remove_duplicate=False)):
+    for _name, parent in list(model.named_modules(remove_duplicate=False)):
         for child_name, child in list(parent.named_children()):
             if child is old:
                 setattr(parent, child_name, new)
@@ -272,8 +276,12 @@ def _bn_call(bn: _BatchNorm, flow: Dataflow) -> Call:
     if len(calls) > 1:
         raise _Skip(f"called {len(calls)} times per forward pass (a shared module)")
     call = calls[0]
-    own = (call.arg("running_var") is bn.running_var and call.arg("weight") is bn.weight
-           and call.arg("bias") is bn.bias and float(call.arg("eps")) == bn.eps)
+    own = (
+        call.arg("running_var") is bn.running_var
+        and call.arg("weight") is bn.weight
+        and call.arg("bias") is bn.bias
+        and float(call.arg("eps")) == bn.eps
+    )
     if call.func not in BATCH_NORM_FUNCS or not own or call.arg("training"):
         raise _Skip("its forward does not call F.batch_norm with its own statistics in eval mode")
     return call
@@ -284,7 +292,9 @@ def _follows_layer(x: torch.Tensor, flow: Dataflow) -> bool:
     if p is None:
         return False
     if p.func in CAT_FUNCS:
-        return all(flow.producer.get(id(t)) is not None and flow.producer[id(t)].func in LAYER_FUNCS for t in p.arg("tensors"))
+        return all(
+            flow.producer.get(id(t)) is not None and flow.producer[id(t)].func in LAYER_FUNCS for t in p.arg("tensors")
+        )
     return p.func in LAYER_FUNCS
 
 
@@ -305,7 +315,7 @@ def _layers_before(x: torch.Tensor, flow: Dataflow, owners: dict) -> list[tuple[
         raise _Skip(f"its input is a concat along dim {dim}, not along channels")
     _only_consumer(x, flow, "the concat of layer outputs")
     layers, start = [], 0
-    for part, q in zip(parts, producers):
+    for part, q in zip(parts, producers, strict=True):
         _only_consumer(part, flow, f"a concatenated {q.name} output")
         _output_channels_ok(q, part)
         layers.append((*_owned_layer(q, flow, owners), slice(start, start + part.shape[1])))
@@ -381,6 +391,6 @@ def _compare(folded: nn.Module, example_input: Any, reference: Any) -> tuple[flo
     inputs = example_input if isinstance(example_input, tuple) else (example_input,)
     new = [t for t in tree_flatten(folded(*inputs))[0] if isinstance(t, torch.Tensor)]
     ref = [t for t in tree_flatten(reference)[0] if isinstance(t, torch.Tensor)]
-    diff = max(((a.double() - b.double()).abs().max().item() for a, b in zip(new, ref)), default=0.0)
+    diff = max(((a.double() - b.double()).abs().max().item() for a, b in zip(new, ref, strict=True)), default=0.0)
     scale = max((b.double().abs().max().item() for b in ref), default=0.0)
     return diff, scale

@@ -37,8 +37,10 @@ def zero_small_weights(model: nn.Module, threshold: float) -> dict[str, Any]:
 def output_change(before: torch.Tensor, after: torch.Tensor) -> dict[str, float]:
     """Max |after - before| relative to the output scale, and the fraction of inputs whose top class changed."""
     scale = float(before.abs().max().clamp_min(1e-12))
-    return {"max_rel_diff": float((after - before).abs().max()) / scale,
-            "top1_changed": float((after.argmax(-1) != before.argmax(-1)).float().mean())}
+    return {
+        "max_rel_diff": float((after - before).abs().max()) / scale,
+        "top1_changed": float((after.argmax(-1) != before.argmax(-1)).float().mean()),
+    }
 
 
 def quantize_int8(onnx_path: str | Path, out_path: str | Path) -> Path:

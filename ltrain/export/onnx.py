@@ -19,12 +19,17 @@ from torch import nn
 
 from ltrain.errors import LtrainError
 
-ORT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-              "all": "ORT_ENABLE_ALL"}
+ORT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path, *, dynamo: bool = True,
-                opset: int | None = None) -> Path:
+def export_onnx(
+    model: nn.Module, example_input: torch.Tensor, path: str | Path, *, dynamo: bool = True, opset: int | None = None
+) -> Path:
     """Write ``model`` (eval mode) to ``path`` as ONNX with a dynamic batch axis (input ``input``, output ``output``).
 
     ``dynamo=True`` is torch's default exporter (torch.export based; needs ``onnxscript``);
@@ -43,8 +48,9 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: str | Path,
         kwargs["dynamic_axes"] = {"input": {0: "batch"}, "output": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter_logs():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example_input,), str(path), dynamo=dynamo, external_data=False, verbose=False,
-                          **kwargs)
+        torch.onnx.export(
+            model, (example_input,), str(path), dynamo=dynamo, external_data=False, verbose=False, **kwargs
+        )
     return path
 
 
@@ -58,7 +64,7 @@ def _quiet_exporter_logs():
     try:
         yield
     finally:
-        for lg, level in zip(loggers, levels):
+        for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
 

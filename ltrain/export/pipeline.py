@@ -29,12 +29,23 @@ def export(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(int(cfg.seed))
     example = torch.randn(1, input_shape[0], *size, generator=gen)
     results = export_model(
-        model, example, out_dir,
-        fold=cfg.fold, unfoldable=cfg.unfoldable, tolerance=cfg.tolerance, onnx=cfg.onnx.enabled, dynamo=cfg.onnx.dynamo,
-        opset=cfg.onnx.opset, ort_level=cfg.onnx.ort_level, compare_unfolded=cfg.compare_unfolded,
-        torch_export=cfg.torch_export, sparsify=cfg.sparsify, quantize=cfg.quantize,
+        model,
+        example,
+        out_dir,
+        fold=cfg.fold,
+        unfoldable=cfg.unfoldable,
+        tolerance=cfg.tolerance,
+        onnx=cfg.onnx.enabled,
+        dynamo=cfg.onnx.dynamo,
+        opset=cfg.onnx.opset,
+        ort_level=cfg.onnx.ort_level,
+        compare_unfolded=cfg.compare_unfolded,
+        torch_export=cfg.torch_export,
+        sparsify=cfg.sparsify,
+        quantize=cfg.quantize,
         latency_batches=list(cfg.latency.batch_sizes),
-        latency_repeats=cfg.latency.repeats, latency_warmup=cfg.latency.warmup,
+        latency_repeats=cfg.latency.repeats,
+        latency_warmup=cfg.latency.warmup,
     )
     results["source"] = origin
     atomic_write_json(Path(out_dir) / "export.json", results)
@@ -49,7 +60,7 @@ def load_source(cfg: DictConfig) -> tuple[nn.Module, tuple[int, int, int], str]:
     if source.startswith("zoo:"):
         from ltrain import zoo
 
-        name = source[len("zoo:"):]
+        name = source[len("zoo:") :]
         entry = zoo.Zoo().get(name)
         return zoo.load_model(name), tuple(entry.input_shape), source
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -60,7 +71,11 @@ def load_source(cfg: DictConfig) -> tuple[nn.Module, tuple[int, int, int], str]:
     model_cfg["name"] = source
     shape = _input_shape(model_cfg["name"], cfg)
     model = build_model(model_cfg, int(cfg.num_classes or 1000), shape)
-    return model.eval(), shape, f"{source} ({'weights: ' + str(model_cfg['pretrained']) if model_cfg.get('pretrained') else 'random weights'})"
+    return (
+        model.eval(),
+        shape,
+        f"{source} ({'weights: ' + str(model_cfg['pretrained']) if model_cfg.get('pretrained') else 'random weights'})",
+    )
 
 
 def _is_path(source: str) -> bool:
@@ -93,8 +108,9 @@ def _from_run_dir(path: Path) -> tuple[Path, dict | None, tuple[int, int, int] |
     return path, model_cfg, shape
 
 
-def _load_checkpoint(cfg: DictConfig, model_cfg: dict, path: Path,
-                     shape: tuple[int, int, int] | None = None) -> tuple[nn.Module, tuple[int, int, int]]:
+def _load_checkpoint(
+    cfg: DictConfig, model_cfg: dict, path: Path, shape: tuple[int, int, int] | None = None
+) -> tuple[nn.Module, tuple[int, int, int]]:
     """The architecture with the checkpoint's weights; the classes come from its classifier."""
     from ltrain.models.factory import build_model
     from ltrain.models.pretrained import classifier_keys, load_checked, read_weights_file
@@ -156,12 +172,15 @@ def export_model(
         results["fold"] = report.to_dict()
         print(report.summary())
         if not report.rel_diff <= tolerance:
-            raise RuntimeError(f"folded model differs from the original by {report.rel_diff:.3g} (relative) > {tolerance}")
+            raise RuntimeError(
+                f"folded model differs from the original by {report.rel_diff:.3g} (relative) > {tolerance}"
+            )
     else:
         deployed = original
     lossy = bool(sparsify or quantize)  # their cost is measured on more inputs than the equality checks need
-    check_input = torch.randn(32 if lossy else 2, *example_input.shape[1:],
-                              generator=torch.Generator().manual_seed(1)).to(example_input)
+    check_input = torch.randn(
+        32 if lossy else 2, *example_input.shape[1:], generator=torch.Generator().manual_seed(1)
+    ).to(example_input)
     if sparsify:
         with torch.no_grad():
             before = deployed(check_input)
@@ -174,28 +193,55 @@ def export_model(
     for batch in latency_batches:
         x = torch.randn(batch, *example_input.shape[1:]).to(example_input)
         with torch.inference_mode():
-            t = interleaved_latency({k: (lambda m=m: m(x)) for k, m in variants.items()}, latency_repeats, latency_warmup)
+            t = interleaved_latency(
+                {k: (lambda m=m, x=x: m(x)) for k, m in variants.items()}, latency_repeats, latency_warmup
+            )
         eager[str(batch)] = {k: v * 1e3 for k, v in t.items()}
     results["eager_latency_ms"] = eager
 
     if onnx:
-        results["onnx"] = _export_and_check(variants, example_input, check_input, out_dir, dynamo=dynamo, opset=opset,
-                                            ort_level=ort_level, tolerance=tolerance, batches=latency_batches,
-                                            repeats=latency_repeats, warmup=latency_warmup, quantize=quantize)
+        results["onnx"] = _export_and_check(
+            variants,
+            example_input,
+            check_input,
+            out_dir,
+            dynamo=dynamo,
+            opset=opset,
+            ort_level=ort_level,
+            tolerance=tolerance,
+            batches=latency_batches,
+            repeats=latency_repeats,
+            warmup=latency_warmup,
+            quantize=quantize,
+        )
     if torch_export:
         from ltrain.export.onnx import torch_export_batch_norms
 
         program = torch.export.export(deployed, (example_input,))
         torch.export.save(program, str(out_dir / "model.pt2"))
-        results["torch_export"] = {"file": str(out_dir / "model.pt2"),
-                                   "batch_norm_ops": torch_export_batch_norms(deployed, example_input)}
+        results["torch_export"] = {
+            "file": str(out_dir / "model.pt2"),
+            "batch_norm_ops": torch_export_batch_norms(deployed, example_input),
+        }
     _print_summary(results)
     return results
 
 
-def _export_and_check(variants: dict[str, nn.Module], example: torch.Tensor, check: torch.Tensor, out_dir: Path, *,
-                      dynamo: bool, opset: int | None, ort_level: str, tolerance: float, batches: list[int],
-                      repeats: int, warmup: int, quantize: str | None = None) -> dict[str, Any]:
+def _export_and_check(
+    variants: dict[str, nn.Module],
+    example: torch.Tensor,
+    check: torch.Tensor,
+    out_dir: Path,
+    *,
+    dynamo: bool,
+    opset: int | None,
+    ort_level: str,
+    tolerance: float,
+    batches: list[int],
+    repeats: int,
+    warmup: int,
+    quantize: str | None = None,
+) -> dict[str, Any]:
     from ltrain.export.lowp import output_change, quantize_int8
     from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff, ort_outputs, ort_session
 
@@ -205,24 +251,38 @@ def _export_and_check(variants: dict[str, nn.Module], example: torch.Tensor, che
         files[tag] = export_onnx(m, example, path, dynamo=dynamo, opset=opset)
         diff, scale = ort_max_diff(path, m, check, level=ort_level)
         counts = onnx_op_counts(path)
-        info[tag] = {"file": str(path), "bytes": path.stat().st_size, "max_abs_diff": diff, "output_scale": scale,
-                     "batch_norm_nodes": counts.get("BatchNormalization", 0), "nodes": sum(counts.values())}
+        info[tag] = {
+            "file": str(path),
+            "bytes": path.stat().st_size,
+            "max_abs_diff": diff,
+            "output_scale": scale,
+            "batch_norm_nodes": counts.get("BatchNormalization", 0),
+            "nodes": sum(counts.values()),
+        }
         if not diff <= tolerance * max(scale, 1.0):
-            raise RuntimeError(f"ONNX Runtime output of {path} differs from PyTorch by {diff:.3g} "
-                               f"(output scale {scale:.3g}, tolerance {tolerance} x max(scale, 1))")
+            raise RuntimeError(
+                f"ONNX Runtime output of {path} differs from PyTorch by {diff:.3g} "
+                f"(output scale {scale:.3g}, tolerance {tolerance} x max(scale, 1))"
+            )
     if quantize == "int8":  # lossy: reported against the float file, not held to the tolerance
         float_tag = "folded" if "folded" in files else "model"
         path = quantize_int8(files[float_tag], out_dir / "model_int8.onnx")
         files["int8"] = path
-        info["int8"] = {"file": str(path), "bytes": path.stat().st_size, "nodes": sum(onnx_op_counts(path).values()),
-                        **output_change(*(torch.from_numpy(ort_outputs(files[t], check, ort_level))
-                                          for t in (float_tag, "int8")))}
+        info["int8"] = {
+            "file": str(path),
+            "bytes": path.stat().st_size,
+            "nodes": sum(onnx_op_counts(path).values()),
+            **output_change(*(torch.from_numpy(ort_outputs(files[t], check, ort_level)) for t in (float_tag, "int8"))),
+        }
     latency = {}
     for batch in batches:
         feed = torch.randn(batch, *example.shape[1:]).numpy()
         sessions = {tag: ort_session(p, ort_level) for tag, p in files.items()}
-        t = interleaved_latency({tag: (lambda s=s: s.run(None, {s.get_inputs()[0].name: feed}))
-                                 for tag, s in sessions.items()}, repeats, warmup)
+        t = interleaved_latency(
+            {tag: (lambda s=s, feed=feed: s.run(None, {s.get_inputs()[0].name: feed})) for tag, s in sessions.items()},
+            repeats,
+            warmup,
+        )
         latency[str(batch)] = {k: v * 1e3 for k, v in t.items()}
     return {"files": info, "ort_level": ort_level, "ort_latency_ms": latency}
 
@@ -232,20 +292,28 @@ def _print_summary(results: dict[str, Any]) -> None:
         print(f"PyTorch latency, batch {batch}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in t.items()))
     if "sparsify" in results:
         s = results["sparsify"]
-        print(f"sparsify: {s['zeroed']} of {s['weights']} weights below {s['threshold']:g} set to 0 ({s['sparsity']:.1%}); "
-              f"outputs moved by {s['max_rel_diff']:.2e} of their scale, top class changed on {s['top1_changed']:.1%}")
+        print(
+            f"sparsify: {s['zeroed']} of {s['weights']} weights below {s['threshold']:g} set to 0 ({s['sparsity']:.1%}); "
+            f"outputs moved by {s['max_rel_diff']:.2e} of their scale, top class changed on {s['top1_changed']:.1%}"
+        )
     onnx = results.get("onnx")
     if onnx:
         for tag, i in onnx["files"].items():
             if tag == "int8":
-                print(f"ONNX int8: {i['file']} ({i['bytes'] / 1e6:.2f} MB), outputs moved by {i['max_rel_diff']:.2e} of "
-                      f"their scale vs the float file, top class changed on {i['top1_changed']:.1%} of check inputs")
+                print(
+                    f"ONNX int8: {i['file']} ({i['bytes'] / 1e6:.2f} MB), outputs moved by {i['max_rel_diff']:.2e} of "
+                    f"their scale vs the float file, top class changed on {i['top1_changed']:.1%} of check inputs"
+                )
                 continue
-            print(f"ONNX {tag}: {i['file']} ({i['bytes'] / 1e6:.2f} MB, {i['batch_norm_nodes']} BatchNormalization "
-                  f"nodes), max |ONNX Runtime - PyTorch| = {i['max_abs_diff']:.2e}")
+            print(
+                f"ONNX {tag}: {i['file']} ({i['bytes'] / 1e6:.2f} MB, {i['batch_norm_nodes']} BatchNormalization "
+                f"nodes), max |ONNX Runtime - PyTorch| = {i['max_abs_diff']:.2e}"
+            )
         for batch, t in onnx["ort_latency_ms"].items():
-            print(f"ONNX Runtime latency ({onnx['ort_level']} optimisations), batch {batch}: "
-                  + ", ".join(f"{k} {v:.2f} ms" for k, v in t.items()))
+            print(
+                f"ONNX Runtime latency ({onnx['ort_level']} optimisations), batch {batch}: "
+                + ", ".join(f"{k} {v:.2f} ms" for k, v in t.items())
+            )
     if "torch_export" in results:
         te = results["torch_export"]
         print(f"torch.export: {te['file']} ({te['batch_norm_ops']} batch_norm ops)")

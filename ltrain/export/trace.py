@@ -12,8 +12,9 @@ branches on the data could differ); :func:`ltrain.export.fold_batchnorm` therefo
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -124,8 +125,7 @@ def record_dataflow(model: torch.nn.Module, example_input: Any, watch_modules: l
     flow = Dataflow()
     watched = {id(t) for t in (*model.parameters(), *model.buffers())}
     handles = [
-        m.register_forward_hook(lambda mod, args, out: flow.module_outputs[id(mod)].append(out))
-        for m in watch_modules
+        m.register_forward_hook(lambda mod, args, out: flow.module_outputs[id(mod)].append(out)) for m in watch_modules
     ]
     try:
         with _Recorder(flow, watched):

@@ -38,8 +38,16 @@ class MCDropoutEvaluation(Callback):
         plot: write ``reliability.png`` in the trainer's ``default_root_dir``.
     """
 
-    def __init__(self, samples: int = 30, seed: int = 0, chunk_size: int | None = None, max_memory_mb: float = 512.0,
-                 path: str = "auto", n_bins: int = 15, plot: bool = True):
+    def __init__(
+        self,
+        samples: int = 30,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        max_memory_mb: float = 512.0,
+        path: str = "auto",
+        n_bins: int = 15,
+        plot: bool = True,
+    ):
         if samples < 2:
             raise LtrainError(f"MCDropoutEvaluation needs samples >= 2 to estimate uncertainty, got {samples}")
         self.samples, self.seed, self.n_bins, self.plot = samples, seed, n_bins, plot
@@ -62,8 +70,15 @@ class MCDropoutEvaluation(Callback):
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._det, self._mc, self._mi, self._y = [], [], [], []
 
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                          batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         x, y = batch[0], batch[1]
         with torch.no_grad():
             self._det.append(pl_module(x).float().softmax(-1).cpu())
@@ -88,5 +103,9 @@ class MCDropoutEvaluation(Callback):
         if self.plot and trainer.is_global_zero:
             from ltrain.inference.reliability import plot_reliability
 
-            plot_reliability({"deterministic": det, f"MC dropout (T={self.samples})": mc}, y,
-                             Path(trainer.default_root_dir) / "reliability.png", n_bins=self.n_bins)
+            plot_reliability(
+                {"deterministic": det, f"MC dropout (T={self.samples})": mc},
+                y,
+                Path(trainer.default_root_dir) / "reliability.png",
+                n_bins=self.n_bins,
+            )

@@ -192,8 +192,9 @@ def _naive(net: nn.Module, x: torch.Tensor, samples: int, masks: DropoutMasks) -
 TailPlan = tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
 
 
-def _plan_fast(net: nn.Module, x: torch.Tensor, features: torch.Tensor | None,
-               masks: DropoutMasks) -> tuple[TailPlan | None, str]:
+def _plan_fast(
+    net: nn.Module, x: torch.Tensor, features: torch.Tensor | None, masks: DropoutMasks
+) -> tuple[TailPlan | None, str]:
     """The deterministic prefix's output and a function running the stochastic tail, or (None, reason)."""
     if features is not None:
         return _plan_timm(net, features, masks)
@@ -254,8 +255,14 @@ def split_sequential(seq: nn.Sequential, site_modules: set[int]) -> tuple[list[n
     return children, []
 
 
-def _batched(run_tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, samples: int, masks: DropoutMasks,
-             chunk_size: int | None, max_memory_mb: float) -> torch.Tensor:
+def _batched(
+    run_tail: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    samples: int,
+    masks: DropoutMasks,
+    chunk_size: int | None,
+    max_memory_mb: float,
+) -> torch.Tensor:
     """(T, N, C) logits: the tail run on ``z`` repeated for chunks of samples along the batch dimension."""
     n = z.shape[0]
     with masks.sampling([0]):  # sample 0 alone, measuring what one sample of the tail allocates
@@ -287,4 +294,4 @@ def _measure(run_tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) 
     return out, total[0]
 
 
-__all__ = ["MCPrediction", "DropoutSite", "eval_mode_restored", "mc_dropout", "split_sequential", "unwrap_network"]
+__all__ = ["DropoutSite", "MCPrediction", "eval_mode_restored", "mc_dropout", "split_sequential", "unwrap_network"]

@@ -43,14 +43,18 @@ def find_run(source: str | Path, checkpoint: str = "best") -> tuple[DictConfig, 
         run_dir, ckpt = source, source / "checkpoints" / f"{checkpoint}.ckpt"
         if not ckpt.is_file():
             found = sorted(p.name for p in (source / "checkpoints").glob("*.ckpt"))
-            raise LtrainError(f"{ckpt} does not exist (checkpoint={checkpoint}); found: {found or 'no checkpoints'}. "
-                              "Use checkpoint=best|last or point source= at a .ckpt file")
+            raise LtrainError(
+                f"{ckpt} does not exist (checkpoint={checkpoint}); found: {found or 'no checkpoints'}. "
+                "Use checkpoint=best|last or point source= at a .ckpt file"
+            )
     else:
         raise LtrainError(f"source={source} is neither a run directory nor a checkpoint file")
     config = run_dir / "config.yaml"
     if not config.is_file():
-        raise LtrainError(f"no config.yaml in {run_dir}: source= must be an ltrain run directory "
-                          "(or a checkpoint in its checkpoints/ folder), which records how the model was built")
+        raise LtrainError(
+            f"no config.yaml in {run_dir}: source= must be an ltrain run directory "
+            "(or a checkpoint in its checkpoints/ folder), which records how the model was built"
+        )
     return OmegaConf.load(config), ckpt
 
 
@@ -61,10 +65,12 @@ def load_network(run_cfg: DictConfig, ckpt: Path, num_classes: int, input_shape:
     model = build_model(run_cfg.model, num_classes, input_shape)
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     weights = {k.removeprefix("model."): v for k, v in state.get("state_dict", state).items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(weights, strict=True)
     if missing or unexpected:
-        raise LtrainError(f"{ckpt} does not match the run's model {run_cfg.model.name}: missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}")
+        raise LtrainError(
+            f"{ckpt} does not match the run's model {run_cfg.model.name}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}"
+        )
     return model.eval()
 
 
@@ -92,7 +98,7 @@ def split_tensors(dm: ImageClassificationData, split: str, limit: int | None) ->
         raise LtrainError(f"split={split!r} is not one of {list(SPLITS)}")
     ds = dm.splits[split]
     n = len(ds) if limit is None else min(limit, len(ds))
-    xs, ys = zip(*(ds[i] for i in range(n)))
+    xs, ys = zip(*(ds[i] for i in range(n)), strict=True)
     return torch.stack(xs), torch.stack(ys)
 
 
@@ -100,8 +106,10 @@ def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     """Predict ``cfg.source``'s model on a split or a folder of images; write CSV, JSON and a reliability plot."""
     out_dir = Path(out_dir)
     if OmegaConf.is_missing(cfg, "source"):
-        raise LtrainError("source= is required: a training run directory (e.g. source=runs/2026-11-23/12-00-00) "
-                          "or a checkpoint file inside one")
+        raise LtrainError(
+            "source= is required: a training run directory (e.g. source=runs/2026-11-23/12-00-00) "
+            "or a checkpoint file inside one"
+        )
     run_cfg, ckpt = find_run(cfg.source, cfg.checkpoint)
     data_cfg = cfg.data if cfg.get("data") else run_cfg.data
     dm = instantiate(data_cfg, _convert_="all")
@@ -123,8 +131,16 @@ def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         with torch.no_grad():
             det.append(model(xb).softmax(-1))
         if mc.samples > 0:
-            p = mc_dropout(model, xb, samples=mc.samples, seed=mc.seed * 100_003 + b, chunk_size=mc.chunk_size,
-                           max_memory_mb=mc.max_memory_mb, path=mc.path, drop_path=mc.drop_path)
+            p = mc_dropout(
+                model,
+                xb,
+                samples=mc.samples,
+                seed=mc.seed * 100_003 + b,
+                chunk_size=mc.chunk_size,
+                max_memory_mb=mc.max_memory_mb,
+                path=mc.path,
+                drop_path=mc.drop_path,
+            )
             mean.append(p.mean), std.append(p.std), mi.append(p.mutual_info), agree.append(p.agreement)
             sampled = {"path": p.path, "note": p.note, "sites": p.sites}
     det_p = torch.cat(det)
@@ -149,7 +165,10 @@ def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
                 columns[f"std[{name}]"] = all_std[:, c].tolist()
     write_csv(out_dir / "predictions.csv", columns)
     report: dict[str, Any] = {
-        "source": str(cfg.source), "checkpoint": str(ckpt), "inputs": len(x), "classes": dm.class_names,
+        "source": str(cfg.source),
+        "checkpoint": str(ckpt),
+        "inputs": len(x),
+        "classes": dm.class_names,
         "mc": {**OmegaConf.to_container(mc, resolve=True), **(sampled or {})},
     }
     if y is not None:
@@ -160,8 +179,13 @@ def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
             from ltrain.inference.reliability import plot_reliability
 
             curves = {"deterministic": det_p} | ({f"MC dropout (T={mc.samples})": probs} if mean else {})
-            plot_reliability(curves, y, out_dir / "reliability.png", n_bins=cfg.n_bins,
-                             title=f"{run_cfg.model.name} on {dm.name} ({cfg.split})")
+            plot_reliability(
+                curves,
+                y,
+                out_dir / "reliability.png",
+                n_bins=cfg.n_bins,
+                title=f"{run_cfg.model.name} on {dm.name} ({cfg.split})",
+            )
     atomic_write_json(out_dir / "metrics.json", report)
     return report
 
@@ -171,6 +195,6 @@ def write_csv(path: Path, columns: dict[str, list]) -> Path:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(columns)
-    for row in zip(*columns.values()):
+    for row in zip(*columns.values(), strict=True):
         writer.writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
     return atomic_write_bytes(path, buf.getvalue().encode())

@@ -9,8 +9,9 @@ import torch
 from ltrain.inference.uncertainty import ece_from_bins, reliability_bins
 
 
-def plot_reliability(predictions: dict[str, torch.Tensor], targets: torch.Tensor, out_png: str | Path,
-                     n_bins: int = 15, title: str = "") -> Path:
+def plot_reliability(
+    predictions: dict[str, torch.Tensor], targets: torch.Tensor, out_png: str | Path, n_bins: int = 15, title: str = ""
+) -> Path:
     """Save a reliability diagram comparing ``{label: (N, C) probabilities}`` on the same ``targets``.
 
     Left: accuracy vs mean confidence per bin (the diagonal is perfect calibration), with each
@@ -27,8 +28,9 @@ def plot_reliability(predictions: dict[str, torch.Tensor], targets: torch.Tensor
     for i, (label, probs) in enumerate(predictions.items()):
         bins = reliability_bins(probs.cpu(), targets.cpu(), n_bins)
         ok = bins["count"] > 0
-        ax.plot(bins["confidence"][ok], bins["accuracy"][ok], marker="o",
-                label=f"{label} (ECE {ece_from_bins(bins):.3f})")
+        ax.plot(
+            bins["confidence"][ok], bins["accuracy"][ok], marker="o", label=f"{label} (ECE {ece_from_bins(bins):.3f})"
+        )
         centres = bins["edges"][:-1] + width * (i + 0.5) / len(predictions)
         hist.bar(centres, bins["count"], width=width / len(predictions), label=label, alpha=0.8)
     ax.set(xlabel="confidence (max probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))

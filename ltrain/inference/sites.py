@@ -157,13 +157,16 @@ class DropoutMasks:
     def add(self, site: DropoutSite) -> None:
         self.sites.append(site)
         if site.pre_hook:
+
             def pre(module, args, site=site):
                 out = self._on_fire(site, args[0])
                 return None if out is None else (out, *args[1:])
 
             self._handles.append(site.module.register_forward_pre_hook(pre))
         else:
-            self._handles.append(site.module.register_forward_hook(lambda m, a, out, site=site: self._on_fire(site, out)))
+            self._handles.append(
+                site.module.register_forward_hook(lambda m, a, out, site=site: self._on_fire(site, out))
+            )
 
     def _on_fire(self, site: DropoutSite, x: torch.Tensor) -> torch.Tensor | None:
         if self.samples is None:

@@ -6,4 +6,14 @@ from ltrain.models.groups import LayerGroup, format_groups, layer_groups
 from ltrain.models.init import init_weights, variance_scaling_
 from ltrain.models.mlp import build_mlp
 
-__all__ = ["LayerGroup", "build_mlp", "build_model", "check_model_name", "format_groups", "init_weights", "layer_groups", "make_activation", "variance_scaling_"]
+__all__ = [
+    "LayerGroup",
+    "build_mlp",
+    "build_model",
+    "check_model_name",
+    "format_groups",
+    "init_weights",
+    "layer_groups",
+    "make_activation",
+    "variance_scaling_",
+]

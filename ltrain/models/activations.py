@@ -91,8 +91,11 @@ def make_activation(name: str, **kwargs) -> nn.Module:
     """A fresh activation module by name, e.g. ``make_activation("leaky_relu", alpha=0.2)``."""
     if name not in ACTIVATIONS:
         hint = close_matches(name, ACTIVATIONS)
-        raise LtrainError(f"unknown activation {name!r}" + (f"; did you mean {hint}?" if hint else "")
-                          + f" Choices: {sorted(ACTIVATIONS)}")
+        raise LtrainError(
+            f"unknown activation {name!r}"
+            + (f"; did you mean {hint}?" if hint else "")
+            + f" Choices: {sorted(ACTIVATIONS)}"
+        )
     try:
         return ACTIVATIONS[name](**kwargs)
     except TypeError as e:

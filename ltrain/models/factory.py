@@ -11,8 +11,16 @@ from torch import nn
 from ltrain.errors import LtrainError, close_matches
 from ltrain.models.mlp import build_mlp
 
-MLP_KEYS = ("hidden", "activation", "activation_kwargs", "init", "batch_norm", "dropout", "dropout_kind",
-            "dropout_layers")
+MLP_KEYS = (
+    "hidden",
+    "activation",
+    "activation_kwargs",
+    "init",
+    "batch_norm",
+    "dropout",
+    "dropout_kind",
+    "dropout_layers",
+)
 
 
 @functools.cache

@@ -46,10 +46,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     if not names:
         return []
     matcher = _timm_matcher(model)
-    if matcher is not None:
-        groups = _groups_from_matcher(model, matcher)
-    else:
-        groups = _groups_by_child(model)
+    groups = _groups_from_matcher(model, matcher) if matcher is not None else _groups_by_child(model)
     groups = _split_off_head(model, groups)
     return [LayerGroup(name, tuple(params)) for name, params in groups]
 
@@ -57,8 +54,10 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
 def format_groups(model: nn.Module) -> str:
     """A table of the layer groups (bottom -> top) with parameter counts, as ``ltrain groups`` prints it."""
     params = dict(model.named_parameters())
-    rows = [(i, g.name, len(g.param_names), sum(params[n].numel() for n in g.param_names)) for i, g in
-            enumerate(layer_groups(model))]
+    rows = [
+        (i, g.name, len(g.param_names), sum(params[n].numel() for n in g.param_names))
+        for i, g in enumerate(layer_groups(model))
+    ]
     width = max([len("group")] + [len(r[1]) for r in rows])
     lines = [f"{'#':>3}  {'group':<{width}}  {'tensors':>7}  {'parameters':>12}"]
     lines += [f"{i:>3}  {name:<{width}}  {n:>7}  {count:>12,}" for i, name, n, count in rows]

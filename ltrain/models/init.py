@@ -52,8 +52,9 @@ def init_variance(weight: torch.Tensor, scale: float = 1.0, mode: str = "fan_in"
 
 
 @torch.no_grad()
-def variance_scaling_(weight: torch.Tensor, scale: float = 1.0, mode: str = "fan_in",
-                      distribution: str = "normal") -> torch.Tensor:
+def variance_scaling_(
+    weight: torch.Tensor, scale: float = 1.0, mode: str = "fan_in", distribution: str = "normal"
+) -> torch.Tensor:
     """Fill ``weight`` with variance ``scale / fan`` (fan per ``mode``), normal or uniform r = sqrt(3 sigma^2)."""
     if scale <= 0:
         raise LtrainError(f"variance scaling needs scale > 0, got {scale}")
@@ -71,12 +72,17 @@ def resolve_scheme(scheme: str | Mapping[str, Any]) -> tuple[float, str, str]:
     if isinstance(scheme, Mapping):
         unknown = set(scheme) - {"scale", "mode", "distribution"}
         if unknown:
-            raise LtrainError(f"model.init keys {sorted(unknown)} are not variance-scaling keys; use scale, mode, distribution")
+            raise LtrainError(
+                f"model.init keys {sorted(unknown)} are not variance-scaling keys; use scale, mode, distribution"
+            )
         return float(scheme.get("scale", 1.0)), scheme.get("mode", "fan_in"), scheme.get("distribution", "normal")
     if scheme not in SCHEMES:
         hint = close_matches(str(scheme), SCHEMES)
-        raise LtrainError(f"unknown initialiser {scheme!r}" + (f"; did you mean {hint}?" if hint else "")
-                          + f" Choices: {sorted(SCHEMES)}, default, or {{scale, mode, distribution}}")
+        raise LtrainError(
+            f"unknown initialiser {scheme!r}"
+            + (f"; did you mean {hint}?" if hint else "")
+            + f" Choices: {sorted(SCHEMES)}, default, or {{scale, mode, distribution}}"
+        )
     return SCHEMES[scheme]
 
 

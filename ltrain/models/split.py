@@ -70,8 +70,10 @@ def split_model(model: nn.Module, probe: torch.Tensor) -> ModelSplit | None:
     elif isinstance(model, nn.Sequential):
         split = _split_sequential(model, list(model.named_children()), trainable)
     else:
-        raise LtrainError(f"cannot cut {type(model).__name__} into a frozen prefix and a trainable suffix: "
-                          "the cache supports timm models and nn.Sequential networks (drop the cache option)")
+        raise LtrainError(
+            f"cannot cut {type(model).__name__} into a frozen prefix and a trainable suffix: "
+            "the cache supports timm models and nn.Sequential networks (drop the cache option)"
+        )
     if split is None:
         return None
     _check_frozen(split, trainable)
@@ -79,12 +81,17 @@ def split_model(model: nn.Module, probe: torch.Tensor) -> ModelSplit | None:
     return split
 
 
-def _split_sequential(model: nn.Module, children: list[tuple[str, nn.Module]], trainable: set[int],
-                      tail: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      tail_modules: list[tuple[str, nn.Module]] | None = None) -> ModelSplit | None:
+def _split_sequential(
+    model: nn.Module,
+    children: list[tuple[str, nn.Module]],
+    trainable: set[int],
+    tail: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    tail_modules: list[tuple[str, nn.Module]] | None = None,
+) -> ModelSplit | None:
     """Cut a chain of children before the first one holding a trainable parameter."""
-    first = next((j for j, (_, m) in enumerate(children) if any(id(p) in trainable for p in m.parameters())),
-                 len(children))
+    first = next(
+        (j for j, (_, m) in enumerate(children) if any(id(p) in trainable for p in m.parameters())), len(children)
+    )
     if first == 0:
         return None
     prefix_children = children[:first]
@@ -100,9 +107,13 @@ def _split_sequential(model: nn.Module, children: list[tuple[str, nn.Module]], t
             x = m(x)
         return tail(x) if tail is not None else x
 
-    return ModelSplit(cut=prefix_children[-1][0], prefix=prefix, suffix=suffix,
-                      prefix_modules=_named_subtree(prefix_children),
-                      suffix_modules=_named_subtree(suffix_children) + (tail_modules or []))
+    return ModelSplit(
+        cut=prefix_children[-1][0],
+        prefix=prefix,
+        suffix=suffix,
+        prefix_modules=_named_subtree(prefix_children),
+        suffix_modules=_named_subtree(suffix_children) + (tail_modules or []),
+    )
 
 
 def _split_timm(model: nn.Module, probe: torch.Tensor, trainable: set[int]) -> ModelSplit | None:
@@ -111,15 +122,20 @@ def _split_timm(model: nn.Module, probe: torch.Tensor, trainable: set[int]) -> M
         head_modules = _modules_called(model, lambda: model.forward_head(features))
     head_params = {id(p) for _, m in head_modules for p in m.parameters(recurse=False)}
     if trainable <= head_params:
-        return ModelSplit(cut="forward_features", prefix=model.forward_features, suffix=model.forward_head,
-                          prefix_modules=[(n, m) for n, m in model.named_modules()
-                                          if id(m) not in {id(h) for _, h in head_modules}],
-                          suffix_modules=head_modules)
+        return ModelSplit(
+            cut="forward_features",
+            prefix=model.forward_features,
+            suffix=model.forward_head,
+            prefix_modules=[(n, m) for n, m in model.named_modules() if id(m) not in {id(h) for _, h in head_modules}],
+            suffix_modules=head_modules,
+        )
     chain = _trunk_chain(model, probe)
     if chain is None:
-        raise LtrainError(f"{type(model).__name__}.forward_features is not a chain of its top-level modules, so it "
-                          "cannot be cut below the head: cache it with every group but the head frozen "
-                          "(freeze.phases.0.trainable=head), or drop the cache option")
+        raise LtrainError(
+            f"{type(model).__name__}.forward_features is not a chain of its top-level modules, so it "
+            "cannot be cut below the head: cache it with every group but the head frozen "
+            "(freeze.phases.0.trainable=head), or drop the cache option"
+        )
     return _split_sequential(model, chain, trainable, tail=model.forward_head, tail_modules=head_modules)
 
 
@@ -152,8 +168,11 @@ def _modules_called(model: nn.Module, run: Callable[[], object]) -> list[tuple[s
     def record(name: str, module: nn.Module) -> None:  # a pre-hook returning a value would replace the input
         called.setdefault(id(module), (name, module))
 
-    hooks = [m.register_forward_pre_hook(lambda mod, _a, name=name: record(name, mod))
-             for name, m in model.named_modules() if m is not model]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, _a, name=name: record(name, mod))
+        for name, m in model.named_modules()
+        if m is not model
+    ]
     try:
         run()
     finally:
@@ -176,13 +195,18 @@ def _check_frozen(split: ModelSplit, trainable: set[int]) -> None:
     for name, module in split.prefix_modules:
         for key, p in module.named_parameters(recurse=False):
             if id(p) in trainable and id(p) not in suffix_ids:
-                raise LtrainError(f"parameter {name}.{key} is trainable but below the cut at {split.cut!r}: "
-                                  "freeze whole layer groups from the bottom (freeze.phases.*.trainable)")
-        if isinstance(module, RANDOM_TYPES) and getattr(module, "p", 0) > 0 or \
-                type(module).__name__ == "DropPath" and getattr(module, "drop_prob", 0) > 0:
-            raise LtrainError(f"{name} ({module}) is random in training and lies in the frozen part below "
-                              f"{split.cut!r}: its output changes every epoch, so it cannot be cached. "
-                              "Remove it from the frozen layers (e.g. model.dropout_layers) or drop the cache option")
+                raise LtrainError(
+                    f"parameter {name}.{key} is trainable but below the cut at {split.cut!r}: "
+                    "freeze whole layer groups from the bottom (freeze.phases.*.trainable)"
+                )
+        if (isinstance(module, RANDOM_TYPES) and getattr(module, "p", 0) > 0) or (
+            type(module).__name__ == "DropPath" and getattr(module, "drop_prob", 0) > 0
+        ):
+            raise LtrainError(
+                f"{name} ({module}) is random in training and lies in the frozen part below "
+                f"{split.cut!r}: its output changes every epoch, so it cannot be cached. "
+                "Remove it from the frozen layers (e.g. model.dropout_layers) or drop the cache option"
+            )
 
 
 def _verify(model: nn.Module, split: ModelSplit, probe: torch.Tensor) -> None:
@@ -191,8 +215,10 @@ def _verify(model: nn.Module, split: ModelSplit, probe: torch.Tensor) -> None:
         got = split.suffix(split.prefix(probe))
     if got.shape != expected.shape or not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         diff = (got - expected).abs().max().item() if got.shape == expected.shape else f"shape {tuple(got.shape)}"
-        raise LtrainError(f"cutting {type(model).__name__} at {split.cut!r} changes its output ({diff}): "
-                          "this model cannot be cached at this cut; drop the cache option")
+        raise LtrainError(
+            f"cutting {type(model).__name__} at {split.cut!r} changes its output ({diff}): "
+            "this model cannot be cached at this cut; drop the cache option"
+        )
 
 
 class _eval:

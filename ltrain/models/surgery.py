@@ -21,9 +21,16 @@ from ltrain.models.groups import format_groups, layer_groups
 from ltrain.models.init import init_weights
 
 
-def apply_surgery(model: nn.Module, num_classes: int, input_shape: tuple[int, int, int], reset_head: bool = False,
-                  drop_top: int = 0, add_dense: Sequence[int] = (), dense_activation: str = "elu",
-                  dense_init: str = "he_normal") -> nn.Module:
+def apply_surgery(
+    model: nn.Module,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    reset_head: bool = False,
+    drop_top: int = 0,
+    add_dense: Sequence[int] = (),
+    dense_activation: str = "elu",
+    dense_init: str = "he_normal",
+) -> nn.Module:
     """The ``model.surgery`` config: optionally drop the top groups, then a fresh head (with extra dense layers).
 
     Args:
@@ -56,17 +63,20 @@ def drop_top_groups(model: nn.Module, k: int, num_classes: int, input_shape: tup
     groups = layer_groups(model)
     body = groups[:-1]
     if not 1 <= k < len(body):
-        raise LtrainError(f"model.surgery.drop_top={k}: keep at least one group below the head; this model has "
-                          f"{len(body)} groups below it:\n{format_groups(model)}")
+        raise LtrainError(
+            f"model.surgery.drop_top={k}: keep at least one group below the head; this model has "
+            f"{len(body)} groups below it:\n{format_groups(model)}"
+        )
     for group in body[-k:]:
         for name in _top_modules(model, set(group.param_names)):
             model.set_submodule(name, nn.Identity())
     try:
         width = _head_in_features(model, input_shape)
     except RuntimeError as e:
-        raise LtrainError(f"model.surgery.drop_top={k}: the model no longer runs without its top {k} groups "
-                          f"({str(e).splitlines()[0]}); try another k. Groups were:\n"
-                          + "\n".join(g.name for g in groups)) from e
+        raise LtrainError(
+            f"model.surgery.drop_top={k}: the model no longer runs without its top {k} groups "
+            f"({str(e).splitlines()[0]}); try another k. Groups were:\n" + "\n".join(g.name for g in groups)
+        ) from e
     for attr in ("num_features", "head_hidden_size"):
         if isinstance(getattr(model, attr, None), int):
             setattr(model, attr, width)
@@ -74,8 +84,14 @@ def drop_top_groups(model: nn.Module, k: int, num_classes: int, input_shape: tup
     return model
 
 
-def add_dense_layers(model: nn.Module, units: Sequence[int], num_classes: int, input_shape: tuple[int, int, int],
-                     activation: str = "elu", init: str = "he_normal") -> nn.Module:
+def add_dense_layers(
+    model: nn.Module,
+    units: Sequence[int],
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    activation: str = "elu",
+    init: str = "he_normal",
+) -> nn.Module:
     """Replace the output layer by ``Linear -> activation`` blocks of ``units`` widths and a new output layer.
 
     The new layers all belong to the ``head`` layer group (they replace the classifier module).
@@ -102,7 +118,7 @@ def _head_path(model: nn.Module) -> str:
     params = layer_groups(model)[-1].param_names
     parts = [p.split(".")[:-1] for p in params]
     common = []
-    for level in zip(*parts):
+    for level in zip(*parts, strict=True):
         if len(set(level)) != 1:
             break
         common.append(level[0])

@@ -94,8 +94,13 @@ class DenoisingAutoencoder(PretextModule):
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("frozen_input.")]
 
 
-def dense_decoder(code_dim: int, hidden: Sequence[int], output_shape: Sequence[int], activation: str = "elu",
-                  init: str | None = "he_normal") -> nn.Sequential:
+def dense_decoder(
+    code_dim: int,
+    hidden: Sequence[int],
+    output_shape: Sequence[int],
+    activation: str = "elu",
+    init: str | None = "he_normal",
+) -> nn.Sequential:
     """The mirror of an MLP encoder: ``code_dim`` -> ``hidden`` (e.g. the encoder's widths reversed,
     without the code layer) -> a linear layer to prod(output_shape), reshaped to ``output_shape``."""
     layers: list[nn.Module] = []
@@ -110,8 +115,9 @@ def dense_decoder(code_dim: int, hidden: Sequence[int], output_shape: Sequence[i
     return init_weights(nn.Sequential(*layers), init)
 
 
-def conv_autoencoder(in_chans: int = 1, widths: Sequence[int] = (32, 64), activation: str = "elu"
-                     ) -> tuple[nn.Sequential, nn.Sequential]:
+def conv_autoencoder(
+    in_chans: int = 1, widths: Sequence[int] = (32, 64), activation: str = "elu"
+) -> tuple[nn.Sequential, nn.Sequential]:
     """(encoder, decoder) of a small convolutional autoencoder: each width halves the image size with a
     stride-2 3x3 conv; the decoder mirrors it with transposed convs (28 -> 14 -> 7 -> 14 -> 28)."""
     if not widths:
@@ -161,8 +167,9 @@ def fit_greedy_layerwise(
     for k, (block, width_in, _) in enumerate(blocks):
         below = nn.Sequential(model.flatten, *[b for b, _, _ in blocks[:k]])
         out_width = blocks[k][2]
-        module = DenoisingAutoencoder(block, nn.Linear(out_width, width_in), optimizer, noise=noise,
-                                      noise_level=noise_level, frozen_input=below)
+        module = DenoisingAutoencoder(
+            block, nn.Linear(out_width, width_in), optimizer, noise=noise, noise_level=noise_level, frozen_input=below
+        )
         trainer = make_trainer(k)
         trainer.fit(module, data)
         history.append({key: float(v) for key, v in trainer.callback_metrics.items()})

@@ -84,7 +84,9 @@ class ClassifierModule(L.LightningModule):
         loss = LOSSES[self.loss_name](logits, y)
         metric(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train", sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train", sync_dist=not on_step
+        )
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=stage != "train")
         return loss
 
@@ -103,7 +105,7 @@ class ClassifierModule(L.LightningModule):
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups (one group by default; freeze schedules may split it)."""
-        return [{"params": [p for p in self.model.parameters()]}]
+        return [{"params": list(self.model.parameters())}]
 
     def configure_optimizers(self):
         return optimizers_for(self.trainer, self.param_groups(), self.optimizer_factory, self.scheduler_config)

@@ -144,4 +144,3 @@ class SimCLRModule(PretextModule):
             acc = (sim.argmax(1) == partner).float().mean()
         self.log_stage(stage, loss, acc)
         return loss
-

@@ -22,8 +22,9 @@ from ltrain.optim.lr_scheduler import LRSchedulerConfig
 CORRUPTIONS = ("erase", "noise", "paste")
 
 
-def corrupt_images(x: torch.Tensor, kind: str, strength: float = 0.5, generator: torch.Generator | None = None
-                   ) -> torch.Tensor:
+def corrupt_images(
+    x: torch.Tensor, kind: str, strength: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """A corrupted copy of a batch (N, C, H, W) of standardised images.
 
     erase: a random square of side ``strength`` x the image side set to 0 (the mean);
@@ -34,13 +35,17 @@ def corrupt_images(x: torch.Tensor, kind: str, strength: float = 0.5, generator:
     n, _, h, w = x.shape
     if kind == "noise":
         return x + strength * torch.randn(x.shape, generator=generator).to(x)
-    side_h, side_w = max(1, int(round(strength * h))), max(1, int(round(strength * w)))
+    side_h, side_w = max(1, round(strength * h)), max(1, round(strength * w))
     top = torch.randint(0, h - side_h + 1, (n,), generator=generator)
     left = torch.randint(0, w - side_w + 1, (n,), generator=generator)
     rows = torch.arange(h)[None, :, None]
     cols = torch.arange(w)[None, None, :]
-    mask = ((rows >= top[:, None, None]) & (rows < (top + side_h)[:, None, None])
-            & (cols >= left[:, None, None]) & (cols < (left + side_w)[:, None, None]))[:, None].to(x.device)
+    mask = (
+        (rows >= top[:, None, None])
+        & (rows < (top + side_h)[:, None, None])
+        & (cols >= left[:, None, None])
+        & (cols < (left + side_w)[:, None, None])
+    )[:, None].to(x.device)
     if kind == "erase":
         return x.masked_fill(mask, 0.0)
     donor = x[torch.roll(torch.arange(n), 1)]  # the previous image of the batch
@@ -92,4 +97,3 @@ class CorruptionDiscriminationModule(PretextModule):
         metric((logit > 0).long(), bad.long())
         self.log_stage(stage, loss, metric)
         return loss
-

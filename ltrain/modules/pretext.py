@@ -37,8 +37,14 @@ class PretextModule(L.LightningModule):
         training = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=training, on_epoch=True, prog_bar=not training, sync_dist=not training)
         if acc is not None:  # a torchmetrics Metric synchronises itself
-            self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=not training,
-                     sync_dist=not training and not isinstance(acc, Metric))
+            self.log(
+                f"{stage}/acc",
+                acc,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=not training,
+                sync_dist=not training and not isinstance(acc, Metric),
+            )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -123,7 +123,6 @@ class SiameseModule(PretextModule):
         return loss
 
 
-
 def _logistic_head(in_features: int, hidden: int) -> nn.Module:
     """Combined embeddings -> one logit: optionally through ``hidden`` He-initialised ELU units."""
     if hidden < 0:

@@ -21,8 +21,13 @@ from omegaconf import DictConfig
 from ltrain.io import atomic_write_json
 
 
-def find_lr(tune: DictConfig, trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule,
-            run_dir: str | Path) -> dict[str, Any]:
+def find_lr(
+    tune: DictConfig,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    run_dir: str | Path,
+) -> dict[str, Any]:
     """Run the range test; write ``lr_find.png`` and ``lr_find.json``; apply the rate if ``tune.apply``.
 
     Returns ``{"suggested_lr", "min_loss_lr", "points", "applied"}``: ``suggested_lr`` is Lightning's
@@ -30,15 +35,26 @@ def find_lr(tune: DictConfig, trainer: L.Trainer, module: L.LightningModule, dat
     is lowest, just before it climbs).
     """
     run_dir = Path(run_dir)
-    finder = Tuner(trainer).lr_find(module, datamodule=datamodule, min_lr=tune.min_lr, max_lr=tune.max_lr,
-                                    num_training=tune.num_training, mode=tune.mode,
-                                    early_stop_threshold=tune.early_stop_threshold, update_attr=False)
+    finder = Tuner(trainer).lr_find(
+        module,
+        datamodule=datamodule,
+        min_lr=tune.min_lr,
+        max_lr=tune.max_lr,
+        num_training=tune.num_training,
+        mode=tune.mode,
+        early_stop_threshold=tune.early_stop_threshold,
+        update_attr=False,
+    )
     lrs, losses = finder.results["lr"], finder.results["loss"]
-    finite = [(lr, loss) for lr, loss in zip(lrs, losses) if math.isfinite(loss)]
+    finite = [(lr, loss) for lr, loss in zip(lrs, losses, strict=True) if math.isfinite(loss)]
     min_loss_lr = min(finite, key=lambda p: p[1])[0] if finite else None
     suggested = finder.suggestion()
-    out = {"suggested_lr": suggested, "min_loss_lr": min_loss_lr,
-           "points": [[float(lr), float(loss)] for lr, loss in zip(lrs, losses)], "applied": False}
+    out = {
+        "suggested_lr": suggested,
+        "min_loss_lr": min_loss_lr,
+        "points": [[float(lr), float(loss)] for lr, loss in zip(lrs, losses, strict=True)],
+        "applied": False,
+    }
     if tune.apply and suggested is not None:
         set_learning_rate(module, suggested)
         out["applied"] = True
@@ -50,8 +66,11 @@ def find_lr(tune: DictConfig, trainer: L.Trainer, module: L.LightningModule, dat
 
         plt.close(fig)
         atomic_write_json(run_dir / "lr_find.json", out)
-        print(f"lr_find: suggested lr = {suggested:.4g} (loss-vs-lr plot: {run_dir / 'lr_find.png'})"
-              if suggested else "lr_find: no suggestion (too few points); see lr_find.png")
+        print(
+            f"lr_find: suggested lr = {suggested:.4g} (loss-vs-lr plot: {run_dir / 'lr_find.png'})"
+            if suggested
+            else "lr_find: no suggestion (too few points); see lr_find.png"
+        )
     return out
 
 

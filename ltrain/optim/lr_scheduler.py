@@ -45,7 +45,9 @@ class LRSchedulerConfig:
         params = inspect.signature(target).parameters
         if "total_steps" in params and given.get("total_steps") is None and given.get("epochs") is None:
             if total_steps is None or total_steps <= 0 or total_steps == float("inf"):
-                raise LtrainError("this scheduler needs the run length: set trainer.max_epochs or scheduler.scheduler.total_steps")
+                raise LtrainError(
+                    "this scheduler needs the run length: set trainer.max_epochs or scheduler.scheduler.total_steps"
+                )
             kwargs["total_steps"] = int(total_steps)
         out = {"scheduler": fn(optimizer, **kwargs), "interval": self.interval, "frequency": self.frequency}
         if self.monitor:
@@ -53,8 +55,9 @@ class LRSchedulerConfig:
         return out
 
 
-def optimizers_for(trainer, params, optimizer_factory: Callable[..., Optimizer],
-                   scheduler_config: LRSchedulerConfig | None):
+def optimizers_for(
+    trainer, params, optimizer_factory: Callable[..., Optimizer], scheduler_config: LRSchedulerConfig | None
+):
     """What a LightningModule's ``configure_optimizers`` returns: the optimizer and, if configured, its scheduler
     sized to the run (optimizer steps for ``interval: step``, epochs otherwise)."""
     optimizer = optimizer_factory(params)

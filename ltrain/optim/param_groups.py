@@ -38,8 +38,9 @@ def schedulers_of(optimizer: Optimizer, schedulers: Iterable[Any]) -> list[Any]:
     return out
 
 
-def split_param_groups(optimizer: Optimizer, group_of: dict[int, str], order: Sequence[str],
-                       schedulers: Iterable[Any] = ()) -> None:
+def split_param_groups(
+    optimizer: Optimizer, group_of: dict[int, str], order: Sequence[str], schedulers: Iterable[Any] = ()
+) -> None:
     """Cut every param group of ``optimizer`` by layer group, bottom -> top, in place.
 
     ``group_of`` maps ``id(param)`` to its layer group's name; ``order`` lists the names bottom -> top.
@@ -84,17 +85,22 @@ def group_lr_reference(optimizer: Optimizer, schedulers: Iterable[Any]) -> list[
 
 def schedule_progress(optimizer: Optimizer, refs: Sequence[dict[str, float]], scales: Sequence[float]) -> float:
     """How far the schedule has moved the rate: ``lr / (reference lr * scale)`` of the first active group."""
-    for group, ref, scale in zip(optimizer.param_groups, refs, scales):
+    for group, ref, scale in zip(optimizer.param_groups, refs, scales, strict=True):
         if scale > 0 and ref.get("lr", 0) > 0:
             return group["lr"] / (ref["lr"] * scale)
     return 1.0
 
 
-def scale_group_lrs(optimizer: Optimizer, schedulers: Iterable[Any], refs: Sequence[dict[str, float]],
-                    scales: Sequence[float], progress: float) -> None:
+def scale_group_lrs(
+    optimizer: Optimizer,
+    schedulers: Iterable[Any],
+    refs: Sequence[dict[str, float]],
+    scales: Sequence[float],
+    progress: float,
+) -> None:
     """Set group i's rate to ``reference * scales[i]`` (times the schedule's ``progress`` for the live lr)."""
     scheds = schedulers_of(optimizer, schedulers)
-    for i, (group, ref, scale) in enumerate(zip(optimizer.param_groups, refs, scales)):
+    for i, (group, ref, scale) in enumerate(zip(optimizer.param_groups, refs, scales, strict=True)):
         for key in GROUP_LR_KEYS:
             if key in ref and key in group:
                 group[key] = ref[key] * scale * (progress if key == "lr" else 1.0)

@@ -49,12 +49,15 @@ class PowerLR(LRScheduler):
         return [base_lr / factor for base_lr in self.base_lrs]
 
 
-def exponential_lr(optimizer: Optimizer, decay_steps: float, decay_rate: float = 0.1,
-                   last_epoch: int = -1) -> ExponentialLR:
+def exponential_lr(
+    optimizer: Optimizer, decay_steps: float, decay_rate: float = 0.1, last_epoch: int = -1
+) -> ExponentialLR:
     """Exponential scheduling lr(t) = base_lr * decay_rate ** (t / decay_steps): torch's ExponentialLR
     with gamma = decay_rate ** (1 / decay_steps), so the LR falls 10x every ``decay_steps`` (the book's s)."""
     if decay_steps <= 0 or not 0 < decay_rate <= 1:
-        raise LtrainError(f"exponential scheduling needs decay_steps > 0 and 0 < decay_rate <= 1, got {decay_steps}, {decay_rate}")
+        raise LtrainError(
+            f"exponential scheduling needs decay_steps > 0 and 0 < decay_rate <= 1, got {decay_steps}, {decay_rate}"
+        )
     return ExponentialLR(optimizer, gamma=decay_rate ** (1.0 / decay_steps), last_epoch=last_epoch)
 
 
@@ -66,8 +69,10 @@ class PiecewiseConstant:
 
     def __init__(self, boundaries: Sequence[int], factors: Sequence[float]):
         if len(factors) != len(boundaries) + 1:
-            raise LtrainError(f"piecewise constant scheduling needs one more factor than boundaries, got "
-                              f"{len(boundaries)} boundaries and {len(factors)} factors")
+            raise LtrainError(
+                f"piecewise constant scheduling needs one more factor than boundaries, got "
+                f"{len(boundaries)} boundaries and {len(factors)} factors"
+            )
         if list(boundaries) != sorted(boundaries):
             raise LtrainError(f"piecewise constant boundaries must increase, got {list(boundaries)}")
         self.boundaries = [int(b) for b in boundaries]
@@ -77,8 +82,9 @@ class PiecewiseConstant:
         return self.factors[bisect.bisect_right(self.boundaries, t)]
 
 
-def piecewise_constant_lr(optimizer: Optimizer, boundaries: Sequence[int], factors: Sequence[float],
-                          last_epoch: int = -1) -> LambdaLR:
+def piecewise_constant_lr(
+    optimizer: Optimizer, boundaries: Sequence[int], factors: Sequence[float], last_epoch: int = -1
+) -> LambdaLR:
     """Piecewise constant scheduling: lr(t) = base_lr * factors[i] between consecutive ``boundaries``.
 
     The book's "0.01 for 5 epochs, 0.005 for 10, then 0.001" is base_lr 0.01, boundaries [5, 15],

@@ -49,7 +49,7 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], out_png: Path, title:
     for arm, c in curves.items():
         axes[0].plot(range(1, len(c["val_acc"]) + 1), c["val_acc"], marker="o", label=arm)
         axes[1].plot(range(1, len(c["train_loss"]) + 1), c["train_loss"], marker="o", label=arm)
-    for ax, what in zip(axes, ("validation accuracy", "training loss (each arm's own loss)")):
+    for ax, what in zip(axes, ("validation accuracy", "training loss (each arm's own loss)"), strict=True):
         ax.set_xlabel("epoch")
         ax.set_title(what)
         ax.grid(alpha=0.3)

@@ -26,7 +26,7 @@ def mc_test_accuracy(model: torch.nn.Module, dm, samples: int, seed: int, limit:
     n = len(ds) if limit is None else min(limit, len(ds))
     correct = 0
     for b, start in enumerate(range(0, n, batch_size)):
-        xs, ys = zip(*(ds[i] for i in range(start, min(start + batch_size, n))))
+        xs, ys = zip(*(ds[i] for i in range(start, min(start + batch_size, n))), strict=True)
         pred = mc_dropout(model, torch.stack(xs), samples=samples, seed=seed * 100_003 + b)
         correct += (pred.mean.argmax(-1) == torch.stack(ys)).sum().item()
     return correct / n
@@ -43,11 +43,21 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         arm_cfg = arm_config(cfg, {"model.hidden": [int(r.width)] * int(r.depth), **settings})
         trained = train(arm_cfg, run_dir / name)
         curves[name] = epoch_curves(run_dir / name)
-        arms[name] = {"test_acc": trained["test_acc"], "epochs": trained["epochs"], "fit_seconds": trained["fit_seconds"],
-                      "best_val_acc": trained["best_val_acc"]}
+        arms[name] = {
+            "test_acc": trained["test_acc"],
+            "epochs": trained["epochs"],
+            "fit_seconds": trained["fit_seconds"],
+            "best_val_acc": trained["best_val_acc"],
+        }
         if arm_cfg.model.dropout > 0:
-            arms[name]["test_acc_mc"] = mc_test_accuracy(trained["module"].model, trained["datamodule"], r.mc_samples,
-                                                         cfg.seed, r.get("test_limit"), cfg.data.eval_batch_size)
+            arms[name]["test_acc_mc"] = mc_test_accuracy(
+                trained["module"].model,
+                trained["datamodule"],
+                r.mc_samples,
+                cfg.seed,
+                r.get("test_limit"),
+                cfg.data.eval_batch_size,
+            )
     if cfg.get("plots", True):
         plot_curves(curves, run_dir / "cifar10_deep.png", f"{r.depth} x {r.width} dense net, seed {cfg.seed}")
     table = ["| arm | epochs | best val acc | test acc | test acc (MC dropout) |", "|---|---|---|---|---|"]

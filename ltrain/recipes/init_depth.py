@@ -28,25 +28,36 @@ def arm_init(arm: dict[str, Any], width: int) -> Any:
 
 
 @torch.no_grad()
-def layer_stats(activation: str, init: Any, layers: int, width: int, x: torch.Tensor, saturation: float) -> dict[str, list[float]]:
+def layer_stats(
+    activation: str, init: Any, layers: int, width: int, x: torch.Tensor, saturation: float
+) -> dict[str, list[float]]:
     """Per hidden layer: the std of its activations and the fraction beyond |saturation|."""
     net = build_mlp(width, 10, hidden=[width] * layers, activation=activation, init=init)
     names = [f"hidden{i}.act" for i in range(layers)]
     outputs: dict[str, torch.Tensor] = {}
-    hooks = [net.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: outputs.__setitem__(n, out)) for n in names]
+    hooks = [
+        net.get_submodule(n).register_forward_hook(lambda m, a, out, n=n: outputs.__setitem__(n, out)) for n in names
+    ]
     with ActivationRecorder(net) as rec:
         net(x)
     for h in hooks:
         h.remove()
-    return {"std": [rec.stats[n]["std"] for n in names],
-            "saturated": [(outputs[n].abs() > saturation).float().mean().item() for n in names]}
+    return {
+        "std": [rec.stats[n]["std"] for n in names],
+        "saturated": [(outputs[n].abs() > saturation).float().mean().item() for n in names],
+    }
 
 
 def summarise(stats: dict[str, list[float]]) -> dict[str, float]:
     std = stats["std"]
-    return {"std_first": std[0], "std_last": std[-1], "last_over_first": std[-1] / std[0],
-            "max_over_min_std": max(std) / max(min(std), 1e-30), "saturated_mean": sum(stats["saturated"]) / len(std),
-            "saturated_last": stats["saturated"][-1]}
+    return {
+        "std_first": std[0],
+        "std_last": std[-1],
+        "last_over_first": std[-1] / std[0],
+        "max_over_min_std": max(std) / max(min(std), 1e-30),
+        "saturated_mean": sum(stats["saturated"]) / len(std),
+        "saturated_last": stats["saturated"][-1],
+    }
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -73,10 +84,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 def markdown_table(summary: dict[str, dict[str, float]]) -> str:
-    lines = ["| arm | std layer 1 | std layer L | last/first | max/min std | saturated (mean) |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| arm | std layer 1 | std layer L | last/first | max/min std | saturated (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, s in summary.items():
-        lines.append(f"| {name} | {s['std_first']:.4g} | {s['std_last']:.3g} | {s['last_over_first']:.3g} | "
-                     f"{s['max_over_min_std']:.3g} | {format(s['saturated_mean'], '.1%') if 'saturated_mean' in s else '-'} |")
+        lines.append(
+            f"| {name} | {s['std_first']:.4g} | {s['std_last']:.3g} | {s['last_over_first']:.3g} | "
+            f"{s['max_over_min_std']:.3g} | {format(s['saturated_mean'], '.1%') if 'saturated_mean' in s else '-'} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -27,11 +27,17 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trained = train(arm_config(cfg, settings), run_dir / name)
         curves[name] = epoch_curves(run_dir / name)
         val_acc = curves[name]["val_acc"]
-        arms[name] = {"test_acc": trained["test_acc"], "val_acc_epoch1": val_acc[0] if val_acc else None,
-                      "val_acc_last": val_acc[-1] if val_acc else None, "fit_seconds": trained["fit_seconds"]}
+        arms[name] = {
+            "test_acc": trained["test_acc"],
+            "val_acc_epoch1": val_acc[0] if val_acc else None,
+            "val_acc_last": val_acc[-1] if val_acc else None,
+            "fit_seconds": trained["fit_seconds"],
+        }
     if cfg.get("plots", True):
         plot_curves(curves, run_dir / "loss_activation.png", f"MLP {list(cfg.model.hidden)}, seed {cfg.seed}")
     table = ["| arm | val acc after epoch 1 | val acc at the end | test acc |", "|---|---|---|---|"]
-    table += [f"| {n} | {a['val_acc_epoch1']:.4f} | {a['val_acc_last']:.4f} | {a['test_acc']:.4f} |" for n, a in arms.items()]
+    table += [
+        f"| {n} | {a['val_acc_epoch1']:.4f} | {a['val_acc_last']:.4f} | {a['test_acc']:.4f} |" for n, a in arms.items()
+    ]
     (run_dir / "loss_activation.md").write_text("\n".join(table) + "\n")
     return {"recipe": "loss_activation", "arms": arms, "curves": curves}

@@ -24,12 +24,13 @@ def test_tensors(dm, limit: int | None = None) -> tuple[torch.Tensor, torch.Tens
     """The (transformed) test split as two tensors, optionally only its first ``limit`` images."""
     ds = dm.splits["test"]
     n = len(ds) if limit is None else min(limit, len(ds))
-    xs, ys = zip(*(ds[i] for i in range(n)))
+    xs, ys = zip(*(ds[i] for i in range(n)), strict=True)
     return torch.stack(xs), torch.stack(ys)
 
 
-def predict_both(model: torch.nn.Module, x: torch.Tensor, samples: int, seed: int, batch_size: int,
-                 **mc_kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_both(
+    model: torch.nn.Module, x: torch.Tensor, samples: int, seed: int, batch_size: int, **mc_kwargs: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic (eval mode) and MC-dropout mean probabilities for ``x``, batch by batch."""
     det, mc = [], []
     model.eval()
@@ -50,16 +51,28 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     trained = train(cfg, run_dir)
     model = trained["module"].model
     x, y = test_tensors(trained["datamodule"], r.get("test_limit"))
-    det, mc = predict_both(model, x, r.samples, cfg.seed, cfg.data.eval_batch_size,
-                           chunk_size=r.get("chunk_size"), max_memory_mb=r.get("max_memory_mb", 512))
+    det, mc = predict_both(
+        model,
+        x,
+        r.samples,
+        cfg.seed,
+        cfg.data.eval_batch_size,
+        chunk_size=r.get("chunk_size"),
+        max_memory_mb=r.get("max_memory_mb", 512),
+    )
     arms = {
         "deterministic": {f"test_{k}": v for k, v in classification_metrics(det, y, r.n_bins).items()},
         "mc_dropout": {f"test_{k}": v for k, v in classification_metrics(mc, y, r.n_bins).items()},
     }
     arms["mc_minus_det"] = {k: arms["mc_dropout"][k] - arms["deterministic"][k] for k in arms["deterministic"]}
     if cfg.get("plots", True):
-        plot_reliability({"deterministic": det, f"MC dropout (T={r.samples})": mc}, y, run_dir / "reliability.png",
-                         n_bins=r.n_bins, title=f"dropout MLP on Fashion-MNIST, seed {cfg.seed}")
+        plot_reliability(
+            {"deterministic": det, f"MC dropout (T={r.samples})": mc},
+            y,
+            run_dir / "reliability.png",
+            n_bins=r.n_bins,
+            title=f"dropout MLP on Fashion-MNIST, seed {cfg.seed}",
+        )
     return {
         "recipe": "mc_fashion",
         "arms": arms,

@@ -35,20 +35,30 @@ def classifier_network(cfg: DictConfig, dm: ImageClassificationData) -> nn.Modul
 
 def pretrain_trainer(cfg: DictConfig, run_dir: Path, epochs: int) -> L.Trainer:
     """The run's Trainer settings (device, precision, batch limits) for ``epochs`` of pretraining."""
-    return instantiate(cfg.trainer, max_epochs=epochs, callbacks=[], enable_checkpointing=False,
-                       logger=CSVLogger(save_dir=str(run_dir), name="", version="pretrain_logs"),
-                       default_root_dir=str(run_dir))
+    return instantiate(
+        cfg.trainer,
+        max_epochs=epochs,
+        callbacks=[],
+        enable_checkpointing=False,
+        logger=CSVLogger(save_dir=str(run_dir), name="", version="pretrain_logs"),
+        default_root_dir=str(run_dir),
+    )
 
 
-def fit_pretext(cfg: DictConfig, run_dir: Path, module: L.LightningModule, datamodule: L.LightningDataModule,
-                epochs: int) -> dict[str, float]:
+def fit_pretext(
+    cfg: DictConfig, run_dir: Path, module: L.LightningModule, datamodule: L.LightningDataModule, epochs: int
+) -> dict[str, float]:
     """Fit the pretext module; its validation loss before and after (the pretext loss must fall)."""
     trainer = pretrain_trainer(cfg, run_dir, epochs)
     (before,) = trainer.validate(module, datamodule=datamodule, verbose=False)
     trainer.fit(module, datamodule=datamodule)
     (after,) = trainer.validate(module, datamodule=datamodule, verbose=False)
-    out = {"val_loss_before": before["val/loss"], "val_loss": after["val/loss"], "epochs": trainer.current_epoch,
-           "global_step": trainer.global_step}
+    out = {
+        "val_loss_before": before["val/loss"],
+        "val_loss": after["val/loss"],
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+    }
     if "val/acc" in after:
         out["val_acc_before"], out["val_acc"] = before["val/acc"], after["val/acc"]
     return out
@@ -62,26 +72,39 @@ def zoo_name(cfg: DictConfig) -> tuple[str, bool]:
     return f"{cfg.recipe.name}_s{cfg.seed}", True
 
 
-def push_pretrained(cfg: DictConfig, model: nn.Module, dm: ImageClassificationData, pretext_data: Any,
-                    pretext: dict[str, float], description: str) -> str:
+def push_pretrained(
+    cfg: DictConfig,
+    model: nn.Module,
+    dm: ImageClassificationData,
+    pretext_data: Any,
+    pretext: dict[str, float],
+    description: str,
+) -> str:
     """Push the classifier-shaped network holding the pretrained encoder; returns the entry name."""
     from ltrain.zoo import Zoo
 
     name, overwrite = zoo_name(cfg)
     metrics = {f"pretext_{k}": v for k, v in pretext.items() if k.startswith("val_")}
     Zoo().push(
-        model, name, model_cfg={k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items()},
-        num_classes=dm.num_classes, input_shape=dm.input_shape,
+        model,
+        name,
+        model_cfg=dict(OmegaConf.to_container(cfg.model, resolve=True).items()),
+        num_classes=dm.num_classes,
+        input_shape=dm.input_shape,
         dataset={"pretext": pretext_data.describe(), "classifier_data": dm.describe()},
-        metrics=metrics, seeds=[int(cfg.seed)], config=OmegaConf.to_container(cfg, resolve=True),
-        description=description, overwrite=overwrite,
+        metrics=metrics,
+        seeds=[int(cfg.seed)],
+        config=OmegaConf.to_container(cfg, resolve=True),
+        description=description,
+        overwrite=overwrite,
     )
     return name
 
 
 @torch.no_grad()
-def handover_difference(pretrained: nn.Module, name: str, cfg: DictConfig, dm: ImageClassificationData,
-                        n: int = 256) -> float:
+def handover_difference(
+    pretrained: nn.Module, name: str, cfg: DictConfig, dm: ImageClassificationData, n: int = 256
+) -> float:
     """Max |difference| of the encoder outputs of ``pretrained`` and of a fresh model loaded from ``zoo:name``
     (the fine-tuning model as ``train`` builds it), on the first ``n`` validation images. 0.0 is a clean hand-over."""
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -121,12 +144,24 @@ def run_arms(cfg: DictConfig, run_dir: Path, name: str | None) -> dict[str, dict
     return arms
 
 
-def hand_over_and_compare(cfg: DictConfig, run_dir: Path, network: nn.Module, dm: ImageClassificationData,
-                          pretext_data: Any, pretext: dict[str, Any], description: str) -> dict[str, Any]:
+def hand_over_and_compare(
+    cfg: DictConfig,
+    run_dir: Path,
+    network: nn.Module,
+    dm: ImageClassificationData,
+    pretext_data: Any,
+    pretext: dict[str, Any],
+    description: str,
+) -> dict[str, Any]:
     """The second half of every pretraining recipe: push the pretrained network to the zoo, prove the
     hand-over, train the arms from the entry; the recipe's results (the caller adds its data's description)."""
     name = push_pretrained(cfg, network, dm, pretext_data, pretext, description=description)
     diff = handover_difference(network, name, cfg, dm)
     arms = run_arms(cfg, run_dir, name)
-    return {"recipe": cfg.recipe.name, "arms": arms, "pretext": pretext, "zoo_entry": name,
-            "handover_max_abs_diff": diff}
+    return {
+        "recipe": cfg.recipe.name,
+        "arms": arms,
+        "pretext": pretext,
+        "zoo_entry": name,
+        "handover_max_abs_diff": diff,
+    }

@@ -40,8 +40,16 @@ def build_siamese(cfg: DictConfig, dm) -> tuple[torch.nn.Module, SiameseModule]:
     network = classifier_network(cfg, dm)
     encoder, dim = encoder_of(network)
     encoder_b = encoder_of(classifier_network(cfg, dm))[0] if s.towers == "separate" else None
-    module = SiameseModule(encoder, dim, optimizer=functools.partial(torch.optim.Adam, lr=p.lr), encoder_b=encoder_b,
-                           combine=s.combine, loss=s.loss, margin=s.margin, head_hidden=s.head_hidden)
+    module = SiameseModule(
+        encoder,
+        dim,
+        optimizer=functools.partial(torch.optim.Adam, lr=p.lr),
+        encoder_b=encoder_b,
+        combine=s.combine,
+        loss=s.loss,
+        margin=s.margin,
+        head_hidden=s.head_hidden,
+    )
     return network, module
 
 
@@ -52,11 +60,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     p = cfg.recipe.pretrain
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
-    pairs = PairData(dm, pool=p.pool, pairs_per_epoch=p.pairs_per_epoch, val_pairs=p.val_pairs,
-                     val_fraction=p.val_fraction, seed=cfg.seed, batch_size=p.batch_size)
+    pairs = PairData(
+        dm,
+        pool=p.pool,
+        pairs_per_epoch=p.pairs_per_epoch,
+        val_pairs=p.val_pairs,
+        val_fraction=p.val_fraction,
+        seed=cfg.seed,
+        batch_size=p.batch_size,
+    )
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     network, module = build_siamese(cfg, dm)
     pretext = fit_pretext(cfg, run_dir, module, pairs, p.epochs)
-    description = (f"siamese ({cfg.recipe.siamese.towers} towers, {cfg.recipe.siamese.combine}) encoder from "
-                   f"{dm.name} pairs; head untrained")
+    description = (
+        f"siamese ({cfg.recipe.siamese.towers} towers, {cfg.recipe.siamese.combine}) encoder from "
+        f"{dm.name} pairs; head untrained"
+    )
     return hand_over_and_compare(cfg, run_dir, network, dm, pairs, pretext, description) | {"pairs": pairs.describe()}

@@ -39,16 +39,29 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     network = classifier_network(cfg, dm)
     optimizer = functools.partial(torch.optim.Adam, lr=p.lr)
     if a.greedy:
-        stages = fit_greedy_layerwise(network, unlabelled, lambda k: pretrain_trainer(cfg, run_dir / f"greedy{k}", p.epochs),
-                                      optimizer, noise=a.noise, noise_level=a.noise_level)
+        stages = fit_greedy_layerwise(
+            network,
+            unlabelled,
+            lambda k: pretrain_trainer(cfg, run_dir / f"greedy{k}", p.epochs),
+            optimizer,
+            noise=a.noise,
+            noise_level=a.noise_level,
+        )
         pretext = {"val_loss": stages[-1].get("val/loss", float("nan")), "stages": len(stages)}
     else:
         encoder, dim = encoder_of(network)
         widths = list(cfg.model.hidden)
-        module = DenoisingAutoencoder(encoder, dense_decoder(dim, widths[-2::-1], dm.input_shape), optimizer,
-                                      noise=a.noise, noise_level=a.noise_level)
+        module = DenoisingAutoencoder(
+            encoder,
+            dense_decoder(dim, widths[-2::-1], dm.input_shape),
+            optimizer,
+            noise=a.noise,
+            noise_level=a.noise_level,
+        )
         pretext = fit_pretext(cfg, run_dir, module, unlabelled, p.epochs)
-    description = (f"denoising autoencoder ({'greedy' if a.greedy else 'joint'}, {a.noise} {a.noise_level}) "
-                   f"encoder from unlabelled {dm.name}; head untrained")
+    description = (
+        f"denoising autoencoder ({'greedy' if a.greedy else 'joint'}, {a.noise} {a.noise_level}) "
+        f"encoder from unlabelled {dm.name}; head untrained"
+    )
     results = hand_over_and_compare(cfg, run_dir, network, dm, unlabelled, pretext, description)
     return results | {"unlabelled": unlabelled.describe()}

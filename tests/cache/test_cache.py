@@ -18,11 +18,11 @@ from ltrain.data.base import Arrays
 from ltrain.data.embedded import load_mnist_embedded
 from ltrain.errors import LtrainError
 from ltrain.models import build_mlp
-from ltrain.modules.classifier import ClassifierModule
 from ltrain.models.split import split_model
+from ltrain.modules.classifier import ClassifierModule
 from tests.conftest import compose_config
 
-TOL = dict(rtol=0, atol=1e-5)
+TOL = {"rtol": 0, "atol": 1e-5}
 
 
 @functools.cache
@@ -65,9 +65,17 @@ def _fit(model, dm, callbacks, epochs=2, lr=1e-2):
     first = next(m for m in model.children() if any(True for _ in m.parameters()))
     calls = []
     first.register_forward_hook(lambda *_: calls.append(1) if torch.is_grad_enabled() else None)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, deterministic=True,
-                        num_sanity_val_steps=0, callbacks=[EpochSeed(0), *callbacks])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        num_sanity_val_steps=0,
+        callbacks=[EpochSeed(0), *callbacks],
+    )
     trainer.fit(module, datamodule=dm)
     return model, trainer, len(calls)
 
@@ -112,9 +120,14 @@ def test_unfreezing_a_cached_group_drops_the_cache_and_ends_equal_to_uncached(di
 def test_random_augmentation_with_cache_fails_fast_naming_the_transform():
     dm = Digits(train_per_class=5, augment="flip_crop")
     module = ClassifierModule(_mlp(), 10, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1))
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, callbacks=[FreezeSchedule([{"trainable": "top:2"}]),
-                                                              FrozenFeatureCache()])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[FreezeSchedule([{"trainable": "top:2"}]), FrozenFeatureCache()],
+    )
     with pytest.raises(LtrainError, match=r"train transform ImageTransform\(.*augment='flip_crop'.*is random"):
         trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 0
@@ -159,7 +172,7 @@ def test_disk_cache_is_reused_across_runs_and_recomputed_when_the_key_changes(di
 
 def test_the_size_limit_refuses_before_computing(digits):
     cache = FrozenFeatureCache(max_gb=1e-6)
-    with pytest.raises(LtrainError, match="over cache.max_gb"):
+    with pytest.raises(LtrainError, match=r"over cache.max_gb"):
         _fit(_mlp(), digits, [FreezeSchedule([{"trainable": "top:2"}]), cache], epochs=1)
     assert cache.sources == {}
 

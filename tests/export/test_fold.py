@@ -88,20 +88,38 @@ def conv_bn(conv: nn.Module, bn: nn.Module) -> nn.Sequential:
 
 FOLDED_AFTER_LAYER = {
     "depthwise_conv_bias": (conv_bn(nn.Conv2d(6, 6, 3, padding=1, groups=6), nn.BatchNorm2d(6)), (2, 6, 9, 9)),
-    "depthwise_conv_no_bias": (conv_bn(nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False), nn.BatchNorm2d(6)), (2, 6, 9, 9)),
+    "depthwise_conv_no_bias": (
+        conv_bn(nn.Conv2d(6, 6, 3, padding=1, groups=6, bias=False), nn.BatchNorm2d(6)),
+        (2, 6, 9, 9),
+    ),
     "grouped_conv_bias": (conv_bn(nn.Conv2d(6, 9, 3, groups=3), nn.BatchNorm2d(9)), (2, 6, 9, 9)),
     "grouped_conv_no_bias": (conv_bn(nn.Conv2d(6, 9, 3, groups=3, bias=False), nn.BatchNorm2d(9)), (2, 6, 9, 9)),
-    "conv_transpose_groups": (conv_bn(nn.ConvTranspose2d(6, 9, 3, stride=2, groups=3), nn.BatchNorm2d(9)), (2, 6, 5, 5)),
-    "conv_transpose_groups_no_bias": (conv_bn(nn.ConvTranspose2d(4, 6, 2, groups=2, bias=False), nn.BatchNorm2d(6)), (2, 4, 5, 5)),
+    "conv_transpose_groups": (
+        conv_bn(nn.ConvTranspose2d(6, 9, 3, stride=2, groups=3), nn.BatchNorm2d(9)),
+        (2, 6, 5, 5),
+    ),
+    "conv_transpose_groups_no_bias": (
+        conv_bn(nn.ConvTranspose2d(4, 6, 2, groups=2, bias=False), nn.BatchNorm2d(6)),
+        (2, 4, 5, 5),
+    ),
     "conv_transpose1d": (conv_bn(nn.ConvTranspose1d(4, 6, 3), nn.BatchNorm1d(6)), (2, 4, 7)),
     "conv1d": (conv_bn(nn.Conv1d(3, 5, 3), nn.BatchNorm1d(5)), (2, 3, 11)),
     "conv3d": (conv_bn(nn.Conv3d(2, 4, 3, padding=1), nn.BatchNorm3d(4)), (2, 2, 5, 5, 5)),
     "conv_bn_affine_false": (conv_bn(nn.Conv2d(3, 5, 3), nn.BatchNorm2d(5, affine=False)), (2, 3, 8, 8)),
     "linear_bn": (conv_bn(nn.Linear(7, 5), nn.BatchNorm1d(5)), (4, 7)),
     "linear_bn_affine_false": (conv_bn(nn.Linear(7, 5, bias=False), nn.BatchNorm1d(5, affine=False)), (4, 7)),
-    "timm_batchnormact_relu": (conv_bn(nn.Conv2d(3, 5, 3, bias=False), BatchNormAct2d(5, act_layer=nn.ReLU)), (2, 3, 8, 8)),
-    "timm_batchnormact_silu": (conv_bn(nn.Conv2d(3, 5, 1, bias=False), BatchNormAct2d(5, act_layer=nn.SiLU)), (2, 3, 8, 8)),
-    "timm_conv2d_same_padding": (conv_bn(create_conv2d(3, 6, 3, stride=2, padding="same"), BatchNormAct2d(6)), (2, 3, 9, 9)),
+    "timm_batchnormact_relu": (
+        conv_bn(nn.Conv2d(3, 5, 3, bias=False), BatchNormAct2d(5, act_layer=nn.ReLU)),
+        (2, 3, 8, 8),
+    ),
+    "timm_batchnormact_silu": (
+        conv_bn(nn.Conv2d(3, 5, 1, bias=False), BatchNormAct2d(5, act_layer=nn.SiLU)),
+        (2, 3, 8, 8),
+    ),
+    "timm_conv2d_same_padding": (
+        conv_bn(create_conv2d(3, 6, 3, stride=2, padding="same"), BatchNormAct2d(6)),
+        (2, 3, 9, 9),
+    ),
 }
 
 
@@ -140,7 +158,7 @@ def test_flatten_bn_linear_folds_into_the_linear():
 
 def test_mlp_with_bn_after_the_activation_folds_into_the_next_linear_through_eval_dropout():
     model = build_mlp(16, 3, hidden=(8, 8, 8), activation="elu", batch_norm="after", dropout=0.3)
-    folded, report = fold_and_check(model, torch.randn(6, 16))
+    _folded, report = fold_and_check(model, torch.randn(6, 16))
     assert len(report.folded) == 3 and all(b.side == "after" for b in report.folded)
     assert [b.into for b in report.folded] == [("hidden1.linear",), ("hidden2.linear",), ("head",)]
 
@@ -154,19 +172,35 @@ def test_mlp_with_bn_before_the_activation_folds_into_its_bias_free_linear():
 
 def test_bn_before_an_unpadded_grouped_conv_folds_into_its_inputs():
     model = nn.Sequential(nn.BatchNorm2d(6), nn.Conv2d(6, 4, 3, groups=2, stride=2))
-    folded, report = fold_and_check(model, torch.randn(2, 6, 9, 9))
+    _folded, report = fold_and_check(model, torch.randn(2, 6, 9, 9))
     assert [(b.into, b.side) for b in report.folded] == [(("1",), "after")]
 
 
 NOT_FOLDED = {
     # case: (model, input shape, words the reason must contain)
-    "bn_before_zero_padded_conv": (nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3, padding=1)), (2, 3, 6, 6), "zero-pads"),
-    "bn_before_conv_transpose": (nn.Sequential(nn.BatchNorm2d(3), nn.ConvTranspose2d(3, 4, 3)), (2, 3, 6, 6), "transposed conv"),
+    "bn_before_zero_padded_conv": (
+        nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3, padding=1)),
+        (2, 3, 6, 6),
+        "zero-pads",
+    ),
+    "bn_before_conv_transpose": (
+        nn.Sequential(nn.BatchNorm2d(3), nn.ConvTranspose2d(3, 4, 3)),
+        (2, 3, 6, 6),
+        "transposed conv",
+    ),
     "conv_output_feeds_two_consumers": (Residual(), (2, 4, 6, 6), "feeds 2 ops"),
     "bn_output_feeds_two_consumers": (BnFeedsTwo(), (4, 6), "feeds 2 ops"),
     "linear_on_3d_tokens_then_bn1d": (Tokens(), (2, 8, 8), "3-D"),
-    "bn_after_relu": (nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4)), (2, 3, 6, 6), "not the output of a conv/linear"),
-    "bn_without_running_stats": (conv_bn(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False)), (2, 3, 6, 6), "track_running_stats=False"),
+    "bn_after_relu": (
+        nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.BatchNorm2d(4)),
+        (2, 3, 6, 6),
+        "not the output of a conv/linear",
+    ),
+    "bn_without_running_stats": (
+        conv_bn(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4, track_running_stats=False)),
+        (2, 3, 6, 6),
+        "track_running_stats=False",
+    ),
 }
 
 
@@ -180,7 +214,7 @@ def test_bn_that_is_not_exactly_foldable_is_left_with_a_reason(case):
 
 
 def test_a_conv_called_twice_is_not_folded():
-    folded, report = fold_and_check(SharedConv(), torch.randn(2, 4, 5, 5))
+    _folded, report = fold_and_check(SharedConv(), torch.randn(2, 4, 5, 5))
     assert not report.folded and len(report.skipped) == 2
     assert all("used 2 times" in b.reason for b in report.skipped), report.summary()
 

@@ -41,8 +41,14 @@ def check_model(name: str, size: int = 32) -> dict:
     remaining = [n for n, m in folded.named_modules() if isinstance(m, _BatchNorm)]
     assert sorted(remaining) == sorted(b.name for b in report.skipped)  # every BN left is named ...
     assert all(b.reason for b in report.skipped)  # ... with a reason
-    return {"name": name, "rel": rel, "total": report.total, "folded": len(report.folded),
-            "follows": report.follows_layer, "folded_following": report.folded_following_layer}
+    return {
+        "name": name,
+        "rel": rel,
+        "total": report.total,
+        "folded": len(report.folded),
+        "follows": report.follows_layer,
+        "folded_following": report.folded_following_layer,
+    }
 
 
 @pytest.mark.parametrize("name", HANDFUL)
@@ -55,8 +61,18 @@ def test_the_bench_list_has_at_least_30_timm_models_from_many_families():
     names = bench_models()
     assert len(names) >= 30 and len(set(names)) == len(names)
     assert all(timm.is_model(n) for n in names)
-    for required in ("resnet50", "efficientnet_b0", "mobilenetv3_large_100", "densenet121", "vgg11_bn",
-                     "tf_efficientnet_b0", "mixnet_s", "dpn68", "cspdarknet53", "convnext_atto"):
+    for required in (
+        "resnet50",
+        "efficientnet_b0",
+        "mobilenetv3_large_100",
+        "densenet121",
+        "vgg11_bn",
+        "tf_efficientnet_b0",
+        "mixnet_s",
+        "dpn68",
+        "cspdarknet53",
+        "convnext_atto",
+    ):
         assert required in names
 
 
@@ -67,8 +83,10 @@ def test_every_bench_model_folds_exactly_and_99_percent_of_bn_after_a_layer():
     folded_following = sum(r["folded_following"] for r in rows)
     for r in rows:
         print(r)
-    print(f"folded {folded_following} of {follows} BN that follow a conv/linear; "
-          f"{sum(r['folded'] for r in rows)} of {sum(r['total'] for r in rows)} BN in all")
+    print(
+        f"folded {folded_following} of {follows} BN that follow a conv/linear; "
+        f"{sum(r['folded'] for r in rows)} of {sum(r['total'] for r in rows)} BN in all"
+    )
     assert folded_following >= 0.99 * follows
 
 
@@ -94,12 +112,16 @@ def test_low_precision_model_folds_in_fp32_and_matches_the_unfolded_model_in_tha
     eps = torch.finfo(dtype).eps
     for i in (0, 3, 6):
         conv, bn = model[i], model[i + 1]
-        exact = conv.weight.double() * (bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()).view(-1, 1, 1, 1)
+        exact = conv.weight.double() * (bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()).view(
+            -1, 1, 1, 1
+        )
         half_ulp = 0.5 * eps * exact.abs() * (1 + 1e-5) + torch.finfo(dtype).tiny * eps
         # Folded in fp32, rounded once: every weight is the correctly rounded exact value ...
         assert ((folded[i].weight.double() - exact).abs() <= half_ulp).all()
         # ... which a fold computed in the low dtype itself (torch's fuser on the low-precision tensors) misses.
-        naive_w, _ = fuse_conv_bn_weights(conv.weight, None, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
+        naive_w, _ = fuse_conv_bn_weights(
+            conv.weight, None, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias
+        )
         assert ((naive_w.double() - exact).abs() > half_ulp).float().mean() > 0.03
 
     # Outputs: folded vs unfolded, both in the low dtype, within that dtype's rounding.
@@ -124,7 +146,9 @@ def test_folded_bench_model_exports_to_onnx_without_any_batch_norm(name, tmp_pat
     path = export_onnx(folded, x, tmp_path / f"{name}.onnx")
     bn_nodes = onnx_op_counts(path).get("BatchNormalization", 0)
     diff, scale = ort_max_diff(path, folded, torch.randn(2, 3, size, size))
-    print(f"{name}: BN nodes {bn_nodes}, BN left by the fold {len(report.skipped)}, ORT max diff {diff:.2e} "
-          f"(output scale {scale:.3g})")
+    print(
+        f"{name}: BN nodes {bn_nodes}, BN left by the fold {len(report.skipped)}, ORT max diff {diff:.2e} "
+        f"(output scale {scale:.3g})"
+    )
     assert bn_nodes == 0
     assert diff <= 1e-4 * max(scale, 1.0)

@@ -26,7 +26,12 @@ def _randomised(model):
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.uniform_(0.5, 2), m.bias.uniform_(-1, 1)
+                (
+                    m.running_mean.uniform_(-1, 1),
+                    m.running_var.uniform_(0.5, 2),
+                    m.weight.uniform_(0.5, 2),
+                    m.bias.uniform_(-1, 1),
+                )
     return model.eval()
 
 

@@ -93,7 +93,11 @@ FAST_VS_NAIVE = {
 }
 
 
-FAST_VS_NAIVE_CASES = [(case, None) for case in FAST_VS_NAIVE] + [("resnet18", 4), ("mlp_dropout", 1), ("mlp_dropout", 4)]
+FAST_VS_NAIVE_CASES = [(case, None) for case in FAST_VS_NAIVE] + [
+    ("resnet18", 4),
+    ("mlp_dropout", 1),
+    ("mlp_dropout", 4),
+]
 
 
 @pytest.mark.parametrize("case, chunk_size", FAST_VS_NAIVE_CASES)
@@ -164,7 +168,7 @@ def test_dropout_in_the_trunk_falls_back_to_the_naive_path_and_says_why():
     pred = mc_dropout(model, x, samples=4, seed=0, drop_path=True)
     assert pred.path == "naive" and "forward_features" in pred.note
     assert any("drop_path" in s for s in pred.sites)
-    with pytest.raises(LtrainError, match="mc.path=fast is not possible"):
+    with pytest.raises(LtrainError, match=r"mc.path=fast is not possible"):
         mc_dropout(model, x, samples=4, seed=0, drop_path=True, path="fast")
 
 
@@ -182,8 +186,9 @@ def test_classifier_module_is_unwrapped_and_summaries_have_the_right_shapes():
     assert bool(((pred.agreement > 0) & (pred.agreement <= 1)).all())
 
 
-@pytest.mark.parametrize("kwargs, match", [({"samples": 0}, "at least 1"), ({"path": "quick"}, "one of"),
-                                           ({"chunk_size": 0}, "positive")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"samples": 0}, "at least 1"), ({"path": "quick"}, "one of"), ({"chunk_size": 0}, "positive")]
+)
 def test_bad_arguments_say_what_is_valid(kwargs, match):
     with pytest.raises(LtrainError, match=match):
         mc_dropout(mlp(), images(2), **{"samples": 3, **kwargs})

@@ -15,10 +15,16 @@ METRICS = ("test_acc", "test_ece", "test_nll", "test_brier", "test_entropy")
 
 
 def test_mc_fashion_smoke_scores_both_arms_and_writes_the_reliability_diagram(tmp_path):
-    cfg = compose_config("recipe=mc_fashion", "trainer.max_epochs=1", "trainer.limit_train_batches=20",
-                         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.train_per_class=300",
-                         "recipe.test_limit=300",
-                         "recipe.samples=5")
+    cfg = compose_config(
+        "recipe=mc_fashion",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=20",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "data.train_per_class=300",
+        "recipe.test_limit=300",
+        "recipe.samples=5",
+    )
     results = run_recipe(cfg, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["recipe"] == "mc_fashion" and saved["test_images"] == 300 and saved["samples"] == 5

@@ -9,7 +9,6 @@ import csv
 import json
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -19,8 +18,16 @@ from ltrain.paths import conf_dir
 from ltrain.train import train
 from tests.conftest import compose_config
 
-TINY = ["data=fashion_mnist", "data.train_per_class=200", "model.hidden=[32]", "trainer.max_epochs=2", "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=2", "data.eval_batch_size=64", "callbacks.mc_dropout.samples=6"]
+TINY = [
+    "data=fashion_mnist",
+    "data.train_per_class=200",
+    "model.hidden=[32]",
+    "trainer.max_epochs=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=2",
+    "data.eval_batch_size=64",
+    "callbacks.mc_dropout.samples=6",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,7 @@ def test_risk_sensitive_preset_logs_mc_dropout_metrics_and_a_reliability_diagram
 
 
 def test_risk_sensitive_preset_refuses_a_network_without_dropout_before_training(tmp_path):
-    with pytest.raises(LtrainError, match="model.dropout=0.2"):
+    with pytest.raises(LtrainError, match=r"model.dropout=0.2"):
         train(compose_config("preset=risk_sensitive", "model.dropout=0.0", *TINY), tmp_path)
     assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 

@@ -44,6 +44,7 @@ def test_reliability_diagram_is_written(tmp_path):
     g = torch.Generator().manual_seed(1)
     probs = torch.randn(300, 5, generator=g).softmax(-1)
     targets = torch.randint(0, 5, (300,), generator=g)
-    out = plot_reliability({"a": probs, "b": probs.pow(2) / probs.pow(2).sum(1, keepdim=True)}, targets,
-                           tmp_path / "rel.png")
+    out = plot_reliability(
+        {"a": probs, "b": probs.pow(2) / probs.pow(2).sum(1, keepdim=True)}, targets, tmp_path / "rel.png"
+    )
     assert out.is_file() and out.stat().st_size > 10_000

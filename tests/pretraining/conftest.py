@@ -35,6 +35,12 @@ def digits(digit_arrays) -> MnistEmbedded:
 def quiet_trainer(**kwargs):
     import lightning as L
 
-    defaults = dict(accelerator="cpu", enable_progress_bar=False, logger=False, enable_checkpointing=False,
-                    enable_model_summary=False, deterministic=True)
+    defaults = {
+        "accelerator": "cpu",
+        "enable_progress_bar": False,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "deterministic": True,
+    }
     return L.Trainer(**(defaults | kwargs))

@@ -46,12 +46,22 @@ def test_a_frozen_fine_tuning_run_from_the_zoo_keeps_the_encoder_bit_identical(d
     from ltrain.train import train
 
     pretrained = pretrain_and_push(digits, "siamese_frozen_test")
-    cfg = compose_config("model.hidden=[32,32]", "model.pretrained=zoo:siamese_frozen_test", "data.train_per_class=100",
-                         "data.val_fraction=0.1", "data.test_fraction=0.1", "trainer.max_epochs=1",
-                         "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-                         "plots=false")
+    cfg = compose_config(
+        "model.hidden=[32,32]",
+        "model.pretrained=zoo:siamese_frozen_test",
+        "data.train_per_class=100",
+        "data.val_fraction=0.1",
+        "data.test_fraction=0.1",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "plots=false",
+    )
     with open_dict(cfg):
-        cfg.freeze = OmegaConf.create({"_target_": "ltrain.callbacks.FreezeSchedule", "phases": [{"trainable": "head"}]})
+        cfg.freeze = OmegaConf.create(
+            {"_target_": "ltrain.callbacks.FreezeSchedule", "phases": [{"trainable": "head"}]}
+        )
     out = train(cfg, tmp_path)
     tuned = out["module"].model
     for name, p in pretrained.named_parameters():
@@ -65,13 +75,27 @@ def test_a_frozen_fine_tuning_run_from_the_zoo_keeps_the_encoder_bit_identical(d
 def test_the_recipe_pushes_its_encoder_with_lineage_and_trains_every_arm(tmp_path):
     from ltrain.recipes import run_recipe
 
-    cfg = compose_config("recipe=siamese_mnist", "model.hidden=[32,32]", "recipe.pretrain.epochs=1",
-                         "recipe.pretrain.pairs_per_epoch=512", "recipe.pretrain.val_pairs=256",
-                         "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-                         "trainer.limit_test_batches=1", "plots=false", "seed=3")
+    cfg = compose_config(
+        "recipe=siamese_mnist",
+        "model.hidden=[32,32]",
+        "recipe.pretrain.epochs=1",
+        "recipe.pretrain.pairs_per_epoch=512",
+        "recipe.pretrain.val_pairs=256",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "plots=false",
+        "seed=3",
+    )
     results = run_recipe(cfg, tmp_path)
-    assert set(results["arms"]) == {"scratch", "siamese_frozen", "siamese_finetuned",
-                                    "siamese_frozen_minus_scratch", "siamese_finetuned_minus_scratch"}
+    assert set(results["arms"]) == {
+        "scratch",
+        "siamese_frozen",
+        "siamese_finetuned",
+        "siamese_frozen_minus_scratch",
+        "siamese_finetuned_minus_scratch",
+    }
     assert results["handover_max_abs_diff"] == 0.0
     assert results["pretext"]["val_loss"] < results["pretext"]["val_loss_before"]
     entry = Zoo().get("siamese_mnist_s3")
@@ -89,6 +113,6 @@ def test_the_recipe_entry_is_named_by_zoo_push_and_a_taken_name_fails_before_any
     assert zoo_name(compose_config("recipe=siamese_mnist", "seed=2")) == ("siamese_mnist_s2", True)
     assert zoo_name(compose_config("recipe=siamese_mnist", "zoo.push=mine")) == ("mine", False)
     pretrain_and_push(digits, "taken")
-    with pytest.raises(LtrainError, match="zoo.overwrite"):
+    with pytest.raises(LtrainError, match=r"zoo.overwrite"):
         run_recipe(compose_config("recipe=siamese_mnist", "zoo.push=taken"), tmp_path)
     assert not (tmp_path / "pretrain_logs").exists()

@@ -17,7 +17,7 @@ def test_ten_thousand_pairs_are_half_same_and_every_label_follows_the_book_conve
     firsts, seconds, targets = [], [], []
     for epoch in range(5):  # 5 epochs x 2,000 = 10,000 draws
         sampler.set_epoch(epoch)
-        a, b, t = zip(*sampler)
+        a, b, t = zip(*sampler, strict=True)
         firsts += a
         seconds += b
         targets += t
@@ -67,7 +67,9 @@ def test_pool_all_adds_the_labelled_train_images_but_never_val_or_test(digits):
     data.setup()
     pool = set(torch.cat(list(data.pool_indices.values())).tolist())
     assert set(digits.split_indices["train"].tolist()) <= pool
-    assert not pool & set(digits.split_indices["val"].tolist()) and not pool & set(digits.split_indices["test"].tolist())
+    assert not pool & set(digits.split_indices["val"].tolist()) and not pool & set(
+        digits.split_indices["test"].tolist()
+    )
     assert len(pool) == 4_000
     x, _ = next(iter(data.train_dataloader()))
     assert x.shape == (256, 1, 28, 28)

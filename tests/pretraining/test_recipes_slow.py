@@ -12,8 +12,9 @@ pytestmark = pytest.mark.slow
 def test_siamese_mnist_seed0_fine_tuned_beats_scratch_on_held_out_digits(tmp_path):
     from ltrain.recipes import run_recipe
 
-    cfg = compose_config("recipe=siamese_mnist", "seed=0", "plots=false", "trainer.enable_progress_bar=false",
-                         shrink=False)  # the recipe as users run it (the test shrink would cut the arms to 2 epochs)
+    cfg = compose_config(
+        "recipe=siamese_mnist", "seed=0", "plots=false", "trainer.enable_progress_bar=false", shrink=False
+    )  # the recipe as users run it (the test shrink would cut the arms to 2 epochs)
     results = run_recipe(cfg, tmp_path)
     arms = results["arms"]
     # measured on seed 0: scratch 0.886, frozen 0.928, fine-tuned 0.930 (500 held-out digits)
@@ -26,9 +27,16 @@ def test_fashion_recipes_run_end_to_end_and_hand_over_exactly(recipe, tmp_path):
     from ltrain.recipes import run_recipe
 
     extra = ["recipe.pretrain.pairs_per_epoch=2048"] if recipe.startswith("siamese") else []
-    cfg = compose_config(f"recipe={recipe}", "recipe.pretrain.epochs=1", "trainer.max_epochs=2",
-                         "trainer.limit_train_batches=8", "trainer.limit_val_batches=2", "trainer.limit_test_batches=4",
-                         "plots=false", *extra)
+    cfg = compose_config(
+        f"recipe={recipe}",
+        "recipe.pretrain.epochs=1",
+        "trainer.max_epochs=2",
+        "trainer.limit_train_batches=8",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=4",
+        "plots=false",
+        *extra,
+    )
     results = run_recipe(cfg, tmp_path)
     assert results["handover_max_abs_diff"] == 0.0
     assert results["pretext"]["val_loss"] < results["pretext"].get("val_loss_before", float("inf"))

@@ -23,9 +23,11 @@ ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 @pytest.fixture(scope="module")
 def loaders(digits):
     """The 1,000 labelled digits (standardised) for training, the 500 val digits for validation."""
+
     def tensors(split):
         ds = digits.splits[split]
         return TensorDataset(torch.stack([ds[i][0] for i in range(len(ds))]), ds.labels)
+
     train, val = tensors("train"), tensors("val")
     return (lambda: DataLoader(train, batch_size=100, shuffle=True)), (lambda: DataLoader(val, batch_size=500))
 
@@ -43,7 +45,9 @@ def test_dense_denoising_autoencoder_lowers_its_reconstruction_loss(loaders):
     torch.manual_seed(0)
     network = build_mlp(784, 10, hidden=[64, 32])
     encoder, dim = encoder_of(network)
-    module = DenoisingAutoencoder(encoder, dense_decoder(dim, [64], (1, 28, 28)), ADAM, noise="gaussian", noise_level=0.3)
+    module = DenoisingAutoencoder(
+        encoder, dense_decoder(dim, [64], (1, 28, 28)), ADAM, noise="gaussian", noise_level=0.3
+    )
     before, after = fit_and_compare(module, loaders, max_epochs=3)
     assert after < 0.7 * before  # measured 1.6 -> 0.65 (MSE on standardised pixels)
     assert module.encoder is encoder and network.hidden1.linear.weight is encoder.hidden1.linear.weight
@@ -54,8 +58,9 @@ def test_conv_autoencoder_rebuilds_the_input_shape_and_learns(loaders):
     encoder, decoder = conv_autoencoder(1, widths=(8, 16))
     x = torch.randn(2, 1, 28, 28)
     assert encoder(x).shape == (2, 16, 7, 7) and decoder(encoder(x)).shape == x.shape
-    before, after = fit_and_compare(DenoisingAutoencoder(encoder, decoder, ADAM, noise="dropout", noise_level=0.2),
-                                    loaders, max_epochs=2)
+    before, after = fit_and_compare(
+        DenoisingAutoencoder(encoder, decoder, ADAM, noise="dropout", noise_level=0.2), loaders, max_epochs=2
+    )
     assert after < 0.8 * before
 
 
@@ -69,8 +74,9 @@ def test_greedy_layerwise_trains_one_block_at_a_time_on_the_codes_of_the_frozen_
         def on_train_end(self, trainer, module):
             snapshots.append({k: v.clone() for k, v in network.state_dict().items()})
 
-    history = fit_greedy_layerwise(network, loaders[0](), lambda k: quiet_trainer(max_epochs=2, callbacks=[Snapshot()]),
-                                   ADAM)
+    history = fit_greedy_layerwise(
+        network, loaders[0](), lambda k: quiet_trainer(max_epochs=2, callbacks=[Snapshot()]), ADAM
+    )
     assert len(history) == 2 and all(h["train/loss"] < 2.0 for h in history)
     stage0, stage1 = snapshots
     assert not torch.equal(stage0["hidden0.linear.weight"], start["hidden0.linear.weight"])

@@ -10,8 +10,8 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 
 from ltrain.callbacks import TrainingDiagnostics
-from ltrain.modules.classifier import ClassifierModule
 from ltrain.models import build_mlp
+from ltrain.modules.classifier import ClassifierModule
 
 
 class RankOneDiverges(ClassifierModule):
@@ -41,10 +41,20 @@ def adam(params):
 def test_one_ranks_divergence_stops_every_rank_at_the_same_step(digits, tmp_path):
     L.seed_everything(0, verbose=False)
     module = RankOneDiverges(build_mlp(784, 10, hidden=[16]), 10, optimizer=adam)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, limit_train_batches=20,
-                        limit_val_batches=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=str(tmp_path),
-                        callbacks=[TrainingDiagnostics(plots=False), WhereEachRankStopped(tmp_path)])
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        limit_train_batches=20,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        callbacks=[TrainingDiagnostics(plots=False), WhereEachRankStopped(tmp_path)],
+    )
     trainer.fit(module, datamodule=digits)
     steps = [json.loads((tmp_path / f"rank{r}.json").read_text())["step"] for r in (0, 1)]
     assert steps == [4, 4]  # both stopped after step 3 (rank 0's own loss was finite)

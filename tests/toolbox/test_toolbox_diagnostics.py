@@ -21,8 +21,15 @@ DIAG = "+callbacks.diagnostics._target_=ltrain.callbacks.TrainingDiagnostics"
 
 
 def test_an_absurd_learning_rate_stops_the_run_with_a_message_naming_it(tmp_path):
-    cfg = compose_config("optimizer=sgd", "optimizer.lr=100", DIAG, "trainer.max_epochs=3", "trainer.limit_val_batches=2",
-                         "trainer.limit_test_batches=2", "plots=false")
+    cfg = compose_config(
+        "optimizer=sgd",
+        "optimizer.lr=100",
+        DIAG,
+        "trainer.max_epochs=3",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "plots=false",
+    )
     with pytest.warns(DiagnosticsWarning, match=r"lr=100\b.*too high") as record:
         results = train(cfg, tmp_path)
     assert results["global_step"] < 20  # stopped within the first epoch (55 steps), not after 3 epochs
@@ -34,8 +41,9 @@ def test_an_absurd_learning_rate_stops_the_run_with_a_message_naming_it(tmp_path
 def test_divergence_can_raise_instead_of_stopping(digits, tmp_path):
     module, _ = tiny_module(digits, "optimizer=sgd", "optimizer.lr=100")
     with pytest.raises(LtrainError, match="lr=100"):
-        tiny_trainer(tmp_path, TrainingDiagnostics(on_divergence="raise", plots=False), max_epochs=3,
-                     limit_train_batches=20).fit(module, datamodule=digits)
+        tiny_trainer(
+            tmp_path, TrainingDiagnostics(on_divergence="raise", plots=False), max_epochs=3, limit_train_batches=20
+        ).fit(module, datamodule=digits)
 
 
 def test_a_sane_run_records_per_layer_statistics_and_plots_them(digits, tmp_path):
@@ -73,8 +81,9 @@ def test_a_loss_far_from_ln_c_at_initialisation_is_warned_about(digits, tmp_path
     with torch.no_grad():
         module.model.head.weight.mul_(50)  # confident random outputs: initial loss >> ln(10)
     with pytest.warns(DiagnosticsWarning, match=r"ln\(10\) = 2.303"):
-        tiny_trainer(tmp_path, TrainingDiagnostics(plots=False, explode_factor=1e9), max_epochs=1,
-                     limit_train_batches=1).fit(module, datamodule=digits)
+        tiny_trainer(
+            tmp_path, TrainingDiagnostics(plots=False, explode_factor=1e9), max_epochs=1, limit_train_batches=1
+        ).fit(module, datamodule=digits)
 
 
 def test_bad_arguments_say_what_is_allowed():

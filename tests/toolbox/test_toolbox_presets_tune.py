@@ -15,9 +15,17 @@ from ltrain.presets import apply_preset
 from ltrain.train import train
 from tests.conftest import compose_config
 
-OPTIMIZERS = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "nesterov": torch.optim.SGD,
-              "adagrad": torch.optim.Adagrad, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam,
-              "adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam, "adamw": torch.optim.AdamW}
+OPTIMIZERS = {
+    "sgd": torch.optim.SGD,
+    "momentum": torch.optim.SGD,
+    "nesterov": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+    "adam": torch.optim.Adam,
+    "adamax": torch.optim.Adamax,
+    "nadam": torch.optim.NAdam,
+    "adamw": torch.optim.AdamW,
+}
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
@@ -25,9 +33,14 @@ def test_every_optimizer_option_instantiates_with_the_chapter_hyperparameters(na
     opt = instantiate(compose_config(f"optimizer={name}").optimizer)([torch.nn.Parameter(torch.zeros(3))])
     assert type(opt) is OPTIMIZERS[name]
     g = opt.param_groups[0]
-    expected = {"momentum": {"momentum": 0.9, "nesterov": False}, "nesterov": {"momentum": 0.9, "nesterov": True},
-                "rmsprop": {"alpha": 0.9}, "adam": {"betas": (0.9, 0.999)}, "nadam": {"betas": (0.9, 0.999)},
-                "sgd": {"momentum": 0.0}}.get(name, {})
+    expected = {
+        "momentum": {"momentum": 0.9, "nesterov": False},
+        "nesterov": {"momentum": 0.9, "nesterov": True},
+        "rmsprop": {"alpha": 0.9},
+        "adam": {"betas": (0.9, 0.999)},
+        "nadam": {"betas": (0.9, 0.999)},
+        "sgd": {"momentum": 0.0},
+    }.get(name, {})
     assert {k: (tuple(g[k]) if isinstance(g[k], list) else g[k]) for k in expected} == expected
 
 
@@ -46,7 +59,9 @@ def test_every_optimizer_state_loads_back_with_weights_only(name, tmp_path):
 def test_every_scheduler_option_builds_a_torch_scheduler(name):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(3))], lr=0.1, momentum=0.9)
     built = instantiate(compose_config(f"scheduler={name}").scheduler).build(opt, total_steps=100)
-    assert isinstance(built["scheduler"], (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau))
+    assert isinstance(
+        built["scheduler"], (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    )
 
 
 def built(*overrides):
@@ -74,11 +89,16 @@ def test_self_normalizing_preset_builds_lecun_selu_alpha_dropout_without_bn_on_s
     assert torch.nn.SELU in kinds and torch.nn.AlphaDropout in kinds and torch.nn.BatchNorm1d not in kinds
 
 
-@pytest.mark.parametrize("override,key", [("model.batch_norm=before", "model.batch_norm=before"),
-                                          ("model.activation=relu", "model.activation=relu"),
-                                          ("model.dropout_kind=standard", "model.dropout_kind=standard"),
-                                          ("model=timm", "model.name=resnet18"),
-                                          ("data.standardize=false", "data.standardize=False")])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.batch_norm=before", "model.batch_norm=before"),
+        ("model.activation=relu", "model.activation=relu"),
+        ("model.dropout_kind=standard", "model.dropout_kind=standard"),
+        ("model=timm", "model.name=resnet18"),
+        ("data.standardize=false", "data.standardize=False"),
+    ],
+)
 def test_self_normalizing_preset_refuses_overrides_that_break_self_normalisation(override, key, tmp_path):
     with pytest.raises(LtrainError, match=rf"{key}.*preset self_normalizing needs[\s\S]*preset=null"):
         train(compose_config("preset=self_normalizing", override), tmp_path)
@@ -90,7 +110,7 @@ def test_low_latency_preset_is_shallow_leaky_relu_with_foldable_bn_and_l1():
     assert len(cfg.model.hidden) == 2 and cfg.l1 > 0
     assert [type(m).__name__ for m in net.hidden0] == ["Linear", "BatchNorm1d", "LeakyReLU"]
     assert net.hidden0.linear.bias is None  # the layer before BN drops its bias
-    with pytest.raises(LtrainError, match="model.batch_norm=after"):
+    with pytest.raises(LtrainError, match=r"model.batch_norm=after"):
         built("preset=low_latency", "model.batch_norm=after")
 
 
@@ -105,7 +125,9 @@ def test_lr_find_writes_the_loss_vs_lr_plot_and_a_suggested_rate(tmp_path):
     report = json.loads((tmp_path / "lr_find.json").read_text())
     assert (tmp_path / "lr_find.png").stat().st_size > 10_000
     assert 1e-6 < report["suggested_lr"] < 10 and len(report["points"]) >= 15
-    assert results["lr_find"]["applied"] and results["module"].optimizer_factory.keywords["lr"] == report["suggested_lr"]
+    assert (
+        results["lr_find"]["applied"] and results["module"].optimizer_factory.keywords["lr"] == report["suggested_lr"]
+    )
     assert results["trainer"].global_step == 0  # the finder restored the model; no fit with tune.fit=false
 
 

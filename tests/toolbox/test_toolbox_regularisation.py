@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from torch import nn
 from toolbox_helpers import EpochSnapshots, GradientProbe, NormProbe, tiny_module, tiny_trainer, weights
+from torch import nn
 
 from ltrain.callbacks import MaxNorm
 from ltrain.callbacks.max_norm import incoming_weight_norms
@@ -21,8 +21,15 @@ R = 0.5
 
 
 def small_cnn() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 6, 3, stride=2), nn.ReLU(), nn.Conv2d(6, 8, 3, stride=2), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 3, stride=2),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    )
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
@@ -31,7 +38,9 @@ def test_max_norm_keeps_every_incoming_weight_norm_within_r_after_every_step(arc
     model = build_mlp(784, 10, hidden=[32, 32], activation="relu") if arch == "mlp" else small_cnn()
     module = ClassifierModule(model, 10, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))  # big steps push norms out
     probe = NormProbe()
-    tiny_trainer(tmp_path, MaxNorm(max_norm=R), probe, max_epochs=1, limit_train_batches=8).fit(module, datamodule=digits)
+    tiny_trainer(tmp_path, MaxNorm(max_norm=R), probe, max_epochs=1, limit_train_batches=8).fit(
+        module, datamodule=digits
+    )
     assert len(probe.max_norms) == 8
     assert max(probe.max_norms) <= R + 1e-6
     assert min(probe.max_norms) > R - 1e-3  # the constraint was active, not trivially met
@@ -46,8 +55,8 @@ def test_conv_max_norm_runs_over_in_channels_and_the_kernel():
         conv.weight[0] *= 0.01  # channel 0: norm 0.052, inside the ball
     apply_max_norm(conv, max_norm=2.0)
     norms = incoming_weight_norms(conv)
-    assert norms.tolist() == pytest.approx([0.01 * 27 ** 0.5, 2.0, 2.0, 2.0], rel=1e-5)
-    assert torch.allclose(conv.weight[1], torch.full((3, 3, 3), 2.0 / 27 ** 0.5))  # rescaled, not clipped
+    assert norms.tolist() == pytest.approx([0.01 * 27**0.5, 2.0, 2.0, 2.0], rel=1e-5)
+    assert torch.allclose(conv.weight[1], torch.full((3, 3, 3), 2.0 / 27**0.5))  # rescaled, not clipped
 
 
 def test_max_norm_rejects_a_non_positive_radius():
@@ -66,7 +75,9 @@ def test_l2_penalty_changes_weight_gradients_but_leaves_bias_gradients_unchanged
     biases = [n for n in without if n.endswith("bias")]
     assert biases and all(torch.equal(with_l2[n], without[n]) for n in biases)
     w = dict(tiny_module(digits, "l2=0.1")[0].model.named_parameters())["hidden0.linear.weight"]
-    torch.testing.assert_close(with_l2["hidden0.linear.weight"] - without["hidden0.linear.weight"], 2 * 0.1 * w.detach())
+    torch.testing.assert_close(
+        with_l2["hidden0.linear.weight"] - without["hidden0.linear.weight"], 2 * 0.1 * w.detach()
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["value", "norm"])
@@ -74,19 +85,27 @@ def test_gradient_clipping_from_the_trainer_config(algorithm, digits, tmp_path):
     cfg = compose_config(f"trainer.gradient_clip_algorithm={algorithm}", "trainer.gradient_clip_val=0.05")
     module, _ = tiny_module(digits)
     probe = GradientProbe()
-    trainer = instantiate(cfg.trainer, callbacks=[probe], logger=False, enable_checkpointing=False, max_epochs=1,
-                          limit_train_batches=3, limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[probe],
+        logger=False,
+        enable_checkpointing=False,
+        max_epochs=1,
+        limit_train_batches=3,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(module, datamodule=digits)
     assert len(probe.after) == 3
-    for before, after in zip(probe.before, probe.after):
+    for before, after in zip(probe.before, probe.after, strict=True):
         if algorithm == "value":  # each coordinate clamped: may turn the gradient
-            for b, a in zip(before, after):
+            for b, a in zip(before, after, strict=True):
                 torch.testing.assert_close(a, b.clamp(-0.05, 0.05))
             assert max(b.abs().max() for b in before) > 0.05  # clipping happened
         else:  # the whole vector scaled down to norm 0.05: same direction
             norm = torch.cat([b.flatten() for b in before]).norm()
             assert norm > 0.05
-            for b, a in zip(before, after):
+            for b, a in zip(before, after, strict=True):
                 torch.testing.assert_close(a, b * 0.05 / norm, rtol=1e-4, atol=1e-7)
 
 
@@ -102,11 +121,20 @@ def test_alpha_dropout_keeps_selu_statistics_and_standard_dropout_zeroes_a_fract
 
 
 def test_early_stopping_run_tests_the_best_epochs_weights(tmp_path):
-    cfg = compose_config("trainer.max_epochs=8", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-                         "trainer.limit_test_batches=2", "optimizer=sgd", "optimizer.lr=0.3", "model.hidden=[32]",
-                         "callbacks.early_stopping.patience=2", "callbacks.early_stopping.monitor=val/acc",
-                         "callbacks.early_stopping.mode=max", "+callbacks.snapshots._target_=toolbox_helpers.EpochSnapshots",
-                         "plots=false")
+    cfg = compose_config(
+        "trainer.max_epochs=8",
+        "trainer.limit_train_batches=4",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "optimizer=sgd",
+        "optimizer.lr=0.3",
+        "model.hidden=[32]",
+        "callbacks.early_stopping.patience=2",
+        "callbacks.early_stopping.monitor=val/acc",
+        "callbacks.early_stopping.mode=max",
+        "+callbacks.snapshots._target_=toolbox_helpers.EpochSnapshots",
+        "plots=false",
+    )
     results = train(cfg, tmp_path)
     snaps = next(c for c in results["trainer"].callbacks if isinstance(c, EpochSnapshots)).snapshots
     best_epoch, best_acc, best_weights = max(snaps, key=lambda s: s[1])

@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from ltrain.callbacks import ResumePlateauSchedulers
 from toolbox_helpers import CrashAt, KilledRun, LRRecorder, tiny_module, tiny_trainer
 
+from ltrain.callbacks import ResumePlateauSchedulers
 from tests.conftest import compose_config
 
 
@@ -96,17 +96,32 @@ def test_one_cycle_goes_eta0_eta1_eta0_then_annihilates_with_momentum_cycling(op
 # (overrides, formula(t, steps_per_epoch) -> (lr, momentum) before optimizer step t)
 STEPS_PER_EPOCH, EPOCHS = 5, 4
 RESUMABLE = {
-    "power": (["scheduler=power", "scheduler.scheduler.decay_steps=3", "optimizer.lr=0.1"],
-              lambda t: (0.1 / (1 + t / 3), 0.9)),
-    "exponential": (["scheduler=exponential", "scheduler.scheduler.decay_steps=8", "optimizer.lr=0.1"],
-                    lambda t: (0.1 * 0.1 ** (t / 8), 0.9)),
-    "piecewise": (["scheduler=piecewise", "scheduler.scheduler.boundaries=[1,3]", "optimizer.lr=0.1"],
-                  lambda t: (0.1 * [1.0, 0.5, 0.5, 0.1][t // STEPS_PER_EPOCH], 0.9)),
+    "power": (
+        ["scheduler=power", "scheduler.scheduler.decay_steps=3", "optimizer.lr=0.1"],
+        lambda t: (0.1 / (1 + t / 3), 0.9),
+    ),
+    "exponential": (
+        ["scheduler=exponential", "scheduler.scheduler.decay_steps=8", "optimizer.lr=0.1"],
+        lambda t: (0.1 * 0.1 ** (t / 8), 0.9),
+    ),
+    "piecewise": (
+        ["scheduler=piecewise", "scheduler.scheduler.boundaries=[1,3]", "optimizer.lr=0.1"],
+        lambda t: (0.1 * [1.0, 0.5, 0.5, 0.1][t // STEPS_PER_EPOCH], 0.9),
+    ),
     # a metric that never improves by 100%: the LR halves every patience+1 = 2 epochs
-    "plateau": (["scheduler=plateau", "scheduler.scheduler.patience=1", "+scheduler.scheduler.threshold=1.0",
-                 "optimizer.lr=0.1"], lambda t: (0.1 * 0.5 ** (t // STEPS_PER_EPOCH // 2), 0.9)),
-    "one_cycle": (["scheduler=one_cycle", "scheduler.scheduler.max_lr=0.1"],
-                  lambda t: one_cycle_formula(t, STEPS_PER_EPOCH * EPOCHS, 0.1)),
+    "plateau": (
+        [
+            "scheduler=plateau",
+            "scheduler.scheduler.patience=1",
+            "+scheduler.scheduler.threshold=1.0",
+            "optimizer.lr=0.1",
+        ],
+        lambda t: (0.1 * 0.5 ** (t // STEPS_PER_EPOCH // 2), 0.9),
+    ),
+    "one_cycle": (
+        ["scheduler=one_cycle", "scheduler.scheduler.max_lr=0.1"],
+        lambda t: one_cycle_formula(t, STEPS_PER_EPOCH * EPOCHS, 0.1),
+    ),
 }
 
 
@@ -120,12 +135,28 @@ def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_se
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
     module, _ = tiny_module(digits, *overrides)
     with pytest.raises(KilledRun):
-        tiny_trainer(tmp_path, first, CrashAt(crash_step), ckpt, ResumePlateauSchedulers(), max_epochs=EPOCHS, limit_train_batches=STEPS_PER_EPOCH,
-                     limit_val_batches=1, enable_checkpointing=True).fit(module, datamodule=digits)
+        tiny_trainer(
+            tmp_path,
+            first,
+            CrashAt(crash_step),
+            ckpt,
+            ResumePlateauSchedulers(),
+            max_epochs=EPOCHS,
+            limit_train_batches=STEPS_PER_EPOCH,
+            limit_val_batches=1,
+            enable_checkpointing=True,
+        ).fit(module, datamodule=digits)
     second = LRRecorder()
     module, _ = tiny_module(digits, *overrides, seed=1)  # different fresh weights: the checkpoint must restore all
-    tiny_trainer(tmp_path, second, ResumePlateauSchedulers(), max_epochs=EPOCHS, limit_train_batches=STEPS_PER_EPOCH, limit_val_batches=1,
-                 enable_checkpointing=True).fit(module, datamodule=digits, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    tiny_trainer(
+        tmp_path,
+        second,
+        ResumePlateauSchedulers(),
+        max_epochs=EPOCHS,
+        limit_train_batches=STEPS_PER_EPOCH,
+        limit_val_batches=1,
+        enable_checkpointing=True,
+    ).fit(module, datamodule=digits, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
 
     rows = first.rows + second.rows
     assert [r[0] for r in rows] == list(range(STEPS_PER_EPOCH * EPOCHS))  # each step exactly once

@@ -6,8 +6,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from tests.conftest import compose_config
 from ltrain.train import build_module
+from tests.conftest import compose_config
 
 
 def tiny_module(dm, *overrides: str, seed: int = 0):
@@ -19,9 +19,21 @@ def tiny_module(dm, *overrides: str, seed: int = 0):
 
 def tiny_trainer(tmp_path, *callbacks: Callback, **kwargs) -> L.Trainer:
     """A quiet CPU Trainer with few batches per epoch."""
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=2, limit_train_batches=5, limit_val_batches=2,
-                    limit_test_batches=2, enable_progress_bar=False, enable_model_summary=False, logger=False,
-                    enable_checkpointing=False, default_root_dir=str(tmp_path), deterministic=True, num_sanity_val_steps=0)
+    defaults = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 2,
+        "limit_train_batches": 5,
+        "limit_val_batches": 2,
+        "limit_test_batches": 2,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "logger": False,
+        "enable_checkpointing": False,
+        "default_root_dir": str(tmp_path),
+        "deterministic": True,
+        "num_sanity_val_steps": 0,
+    }
     return L.Trainer(callbacks=list(callbacks), **{**defaults, **kwargs})
 
 
@@ -97,5 +109,6 @@ class NormProbe(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         from ltrain.callbacks.max_norm import LAYER_TYPES, incoming_weight_norms
 
-        self.max_norms.append(max(incoming_weight_norms(m).max().item() for m in pl_module.modules()
-                                  if isinstance(m, LAYER_TYPES)))
+        self.max_norms.append(
+            max(incoming_weight_norms(m).max().item() for m in pl_module.modules() if isinstance(m, LAYER_TYPES))
+        )

@@ -8,5 +8,3 @@ from freeze_helpers import load_digits
 def digits():
     """Real digits 0-4, 40 training images per digit, batches of 20 (10 steps per epoch)."""
     return load_digits()
-
-

@@ -10,9 +10,9 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from freeze_helpers import PlainNet, load_digits  # noqa: E402
+from freeze_helpers import PlainNet, load_digits
 
-from ltrain.callbacks import FreezeSchedule  # noqa: E402
+from ltrain.callbacks import FreezeSchedule
 
 
 class SaveWeights(L.Callback):
@@ -34,10 +34,22 @@ if __name__ == "__main__":
     out = Path(sys.argv[1])
     torch.set_num_threads(1)  # two ranks on a shared 2-core machine
     L.seed_everything(0)
-    schedule = FreezeSchedule([{"trainable": "head"}, {"at_epoch": 1, "trainable": "all", "lr_scale": 0.5}],
-                              model_attr="net", verbose=False)
-    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=3, limit_train_batches=4,
-                        limit_val_batches=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, deterministic=True,
-                        callbacks=[schedule, SaveWeights(out)])
+    schedule = FreezeSchedule(
+        [{"trainable": "head"}, {"at_epoch": 1, "trainable": "all", "lr_scale": 0.5}], model_attr="net", verbose=False
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        max_epochs=3,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+        callbacks=[schedule, SaveWeights(out)],
+    )
     trainer.fit(PlainNet(), load_digits())

@@ -16,11 +16,17 @@ from ltrain.models import build_mlp
 class PlainNet(L.LightningModule):
     """A user's own LightningModule: network at ``self.net`` (not ``model``, no ``backbone``)."""
 
-    def __init__(self, optimizer=functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9), scheduler=None,
-                 batch_norm: str = "before", num_classes: int = 5):
+    def __init__(
+        self,
+        optimizer=None,
+        scheduler=None,
+        batch_norm: str = "before",
+        num_classes: int = 5,
+    ):
         super().__init__()
         self.net = build_mlp(28 * 28, num_classes, hidden=(32, 32, 32, 32, 32), batch_norm=batch_norm)
-        self.optimizer, self.scheduler = optimizer, scheduler
+        self.optimizer = optimizer or functools.partial(torch.optim.SGD, lr=0.05, momentum=0.9)
+        self.scheduler = scheduler
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -47,9 +53,17 @@ def load_digits() -> MnistEmbedded:
 
 def make_trainer(callbacks: list, max_epochs: int, **kwargs) -> L.Trainer:
     """A quiet, deterministic CPU Trainer."""
-    defaults = dict(accelerator="cpu", devices=1, max_epochs=max_epochs, deterministic=True, logger=False,
-                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                    num_sanity_val_steps=0)
+    defaults = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": max_epochs,
+        "deterministic": True,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
     return L.Trainer(callbacks=callbacks, **{**defaults, **kwargs})
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
 
 from ltrain.callbacks import FreezeSchedule
 from ltrain.cli.groups import describe_groups
@@ -14,8 +13,15 @@ from ltrain.paths import conf_dir
 from ltrain.train import build_callbacks, train
 
 OPTIONS = sorted(p.stem for p in (Path(conf_dir()) / "freeze").glob("*.yaml"))
-SMALL = ["data.classes=[0,1,2]", "data.train_per_class=20", "data.batch_size=20", "trainer.limit_val_batches=1",
-         "test=false", "plots=false", "callbacks=none"]
+SMALL = [
+    "data.classes=[0,1,2]",
+    "data.train_per_class=20",
+    "data.batch_size=20",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "plots=false",
+    "callbacks=none",
+]
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -34,8 +40,14 @@ def test_default_schedule_runs_in_the_ltrain_app_and_unfreezes_at_its_epoch(cfg_
     assert schedule.phase == 1 and schedule.trainable_groups() == ["hidden3", "hidden4", "head"]
     optimizer = results["trainer"].optimizers[0]
     rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
-    assert rates == {"hidden0": 0.0, "hidden1": 0.0, "hidden2": 0.0, "hidden3": 1e-3 * 0.1, "hidden4": 1e-3 * 0.1,
-                     "head": 1e-3 * 0.1}
+    assert rates == {
+        "hidden0": 0.0,
+        "hidden1": 0.0,
+        "hidden2": 0.0,
+        "hidden3": 1e-3 * 0.1,
+        "hidden4": 1e-3 * 0.1,
+        "head": 1e-3 * 0.1,
+    }
 
 
 def test_an_impossible_spec_fails_before_the_first_step_with_the_groups_listed(cfg_factory, tmp_path):
@@ -48,4 +60,11 @@ def test_an_impossible_spec_fails_before_the_first_step_with_the_groups_listed(c
 def test_groups_command_describes_the_configured_model(cfg_factory):
     text = describe_groups(cfg_factory("model=timm", "model.name=resnet10t", "data.channels=3", "data.image_size=32"))
     assert "resnet10t: layer groups for input (3, 32, 32), 10 classes" in text
-    assert [line.split()[1] for line in text.splitlines()[2:8]] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert [line.split()[1] for line in text.splitlines()[2:8]] == [
+        "stem",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "head",
+    ]

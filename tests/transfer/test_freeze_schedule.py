@@ -36,21 +36,25 @@ class Recorder(L.Callback):
         self.trainable: dict[int, list[str]] = {}
 
     def on_train_start(self, trainer, pl_module):
-        self.start = {"params": params_of(pl_module.net, [n for n, _ in pl_module.net.named_parameters()]),
-                      "buffers": bn_state(pl_module.net)}
+        self.start = {
+            "params": params_of(pl_module.net, [n for n, _ in pl_module.net.named_parameters()]),
+            "buffers": bn_state(pl_module.net),
+        }
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == 0:  # after FreezeSchedule's epoch-start work, before the first step of the epoch
             e = trainer.current_epoch
             self.rates[e] = {g["name"]: g["lr"] for g in trainer.optimizers[0].param_groups}
-            self.bn_modes[e] = {n: m.training for n, m in pl_module.net.named_modules()
-                                if isinstance(m, torch.nn.BatchNorm1d)}
+            self.bn_modes[e] = {
+                n: m.training for n, m in pl_module.net.named_modules() if isinstance(m, torch.nn.BatchNorm1d)
+            }
             self.trainable[e] = [n for n, p in pl_module.net.named_parameters() if p.requires_grad]
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.epoch_end[trainer.current_epoch] = {
             "params": params_of(pl_module.net, [n for n, _ in pl_module.net.named_parameters()]),
-            "buffers": bn_state(pl_module.net)}
+            "buffers": bn_state(pl_module.net),
+        }
 
 
 def names_in(groups: list[str], model: torch.nn.Module, what: str = "params") -> list[str]:
@@ -71,8 +75,10 @@ def test_default_schedule_keeps_frozen_weights_and_bn_statistics_bit_identical(d
     schedule = default_schedule(cfg_factory, "freeze.phases.1.at_epoch=2")
     make_trainer([schedule, rec], max_epochs=4).fit(module, digits)
     net = module.net
-    frozen_p, frozen_b = names_in(["hidden0", "hidden1", "hidden2", "hidden3", "hidden4"], net), \
-        names_in(["hidden0", "hidden1", "hidden2", "hidden3", "hidden4"], net, "buffers")
+    frozen_p, frozen_b = (
+        names_in(["hidden0", "hidden1", "hidden2", "hidden3", "hidden4"], net),
+        names_in(["hidden0", "hidden1", "hidden2", "hidden3", "hidden4"], net, "buffers"),
+    )
     assert len(frozen_b) == 15  # running_mean, running_var, num_batches_tracked of 5 BN layers
     for epoch in (0, 1):  # the head-only phase: nothing below the head moves, not even BN statistics
         end = rec.epoch_end[epoch]
@@ -84,24 +90,37 @@ def test_default_schedule_keeps_frozen_weights_and_bn_statistics_bit_identical(d
     # after unfreezing: the top 3 groups train at LR x 0.1, the rest stay bit-identical, their BN too
     assert rec.rates[1] == {"hidden0": 0, "hidden1": 0, "hidden2": 0, "hidden3": 0, "hidden4": 0, "head": LR}
     for epoch in (2, 3):
-        assert rec.rates[epoch] == {**{g: 0.0 for g in FROZEN_AFTER_UNFREEZE}, **{g: LR * LOW for g in UNFROZEN}}
-        assert rec.bn_modes[epoch] == {"hidden0.bn": False, "hidden1.bn": False, "hidden2.bn": False,
-                                       "hidden3.bn": True, "hidden4.bn": True}
+        assert rec.rates[epoch] == {**dict.fromkeys(FROZEN_AFTER_UNFREEZE, 0.0), **dict.fromkeys(UNFROZEN, LR * LOW)}
+        assert rec.bn_modes[epoch] == {
+            "hidden0.bn": False,
+            "hidden1.bn": False,
+            "hidden2.bn": False,
+            "hidden3.bn": True,
+            "hidden4.bn": True,
+        }
     end = rec.epoch_end[3]
     still_frozen = names_in(FROZEN_AFTER_UNFREEZE, net) + names_in(FROZEN_AFTER_UNFREEZE, net, "buffers")
-    assert all(torch.equal({**end["params"], **end["buffers"]}[n], {**rec.start["params"], **rec.start["buffers"]}[n])
-               for n in still_frozen)
+    assert all(
+        torch.equal({**end["params"], **end["buffers"]}[n], {**rec.start["params"], **rec.start["buffers"]}[n])
+        for n in still_frozen
+    )
     moved = names_in(["hidden3", "hidden4"], net) + names_in(["hidden3", "hidden4"], net, "buffers")
-    assert all(not torch.equal({**end["params"], **end["buffers"]}[n], {**rec.start["params"], **rec.start["buffers"]}[n])
-               for n in moved)
+    assert all(
+        not torch.equal({**end["params"], **end["buffers"]}[n], {**rec.start["params"], **rec.start["buffers"]}[n])
+        for n in moved
+    )
 
 
 def test_bn_train_policy_lets_frozen_statistics_move(digits):
     L.seed_everything(0)
     module, rec = PlainNet(), Recorder()
-    make_trainer([FreezeSchedule([{"trainable": "head"}], bn="train", model_attr="net"), rec], max_epochs=1).fit(module, digits)
+    make_trainer([FreezeSchedule([{"trainable": "head"}], bn="train", model_attr="net"), rec], max_epochs=1).fit(
+        module, digits
+    )
     assert rec.bn_modes[0]["hidden0.bn"] is True
-    assert not torch.equal(rec.epoch_end[0]["buffers"]["hidden0.bn.running_mean"], rec.start["buffers"]["hidden0.bn.running_mean"])
+    assert not torch.equal(
+        rec.epoch_end[0]["buffers"]["hidden0.bn.running_mean"], rec.start["buffers"]["hidden0.bn.running_mean"]
+    )
     assert torch.equal(rec.epoch_end[0]["params"]["hidden0.bn.weight"], rec.start["params"]["hidden0.bn.weight"])
 
 
@@ -127,6 +146,7 @@ def one_cycle(total_steps: int):
     def build(optimizer, trainer):
         sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=total_steps)
         return {"scheduler": sched, "interval": "step"}
+
     return build
 
 
@@ -134,22 +154,27 @@ def test_reduce_lr_on_plateau_keeps_working_through_the_phase_change(digits):
     """threshold=10 means no epoch counts as an improvement: the plateau scheduler halves after every epoch."""
     L.seed_everything(0)
     module, rec = PlainNet(scheduler=plateau_scheduler), Recorder()
-    schedule = FreezeSchedule([{"trainable": "head"}, {"at_epoch": 2, "trainable": "top:3", "lr_scale": LOW}],
-                              model_attr="net")
+    schedule = FreezeSchedule(
+        [{"trainable": "head"}, {"at_epoch": 2, "trainable": "top:3", "lr_scale": LOW}], model_attr="net"
+    )
     make_trainer([schedule, rec], max_epochs=4).fit(module, digits)
     # epoch e starts at LR * 0.5^e, times the phase's scale from the phase change on
-    assert rec.rates[1] == pytest.approx({**{g: 0.0 for g in FROZEN_AFTER_UNFREEZE + ["hidden3", "hidden4"]}, "head": LR * 0.5})
+    assert rec.rates[1] == pytest.approx(
+        {**dict.fromkeys([*FROZEN_AFTER_UNFREEZE, "hidden3", "hidden4"], 0.0), "head": LR * 0.5}
+    )
     for epoch in (2, 3):
-        assert rec.rates[epoch] == pytest.approx({**{g: 0.0 for g in FROZEN_AFTER_UNFREEZE},
-                                                  **{g: LR * 0.5**epoch * LOW for g in UNFROZEN}}, rel=1e-12)
+        assert rec.rates[epoch] == pytest.approx(
+            {**dict.fromkeys(FROZEN_AFTER_UNFREEZE, 0.0), **dict.fromkeys(UNFROZEN, LR * 0.5**epoch * LOW)}, rel=1e-12
+        )
 
 
 def test_one_cycle_keeps_its_shape_and_the_phase_rates_after_the_change(digits):
     L.seed_everything(0)
     steps_per_epoch, epochs = 10, 4
     module, rec = PlainNet(scheduler=one_cycle(steps_per_epoch * epochs)), Recorder()
-    schedule = FreezeSchedule([{"trainable": "head"}, {"at_epoch": 2, "trainable": "top:3", "lr_scale": LOW}],
-                              model_attr="net")
+    schedule = FreezeSchedule(
+        [{"trainable": "head"}, {"at_epoch": 2, "trainable": "top:3", "lr_scale": LOW}], model_attr="net"
+    )
     make_trainer([schedule, rec], max_epochs=epochs).fit(module, digits)
     reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR, momentum=0.9)
     cycle = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.1, total_steps=steps_per_epoch * epochs)
@@ -159,10 +184,13 @@ def test_one_cycle_keeps_its_shape_and_the_phase_rates_after_the_change(digits):
             expected[step // steps_per_epoch] = reference.param_groups[0]["lr"]
         reference.step()
         cycle.step()
-    assert rec.rates[1] == pytest.approx({**{g: 0.0 for g in FROZEN_AFTER_UNFREEZE + ["hidden3", "hidden4"]}, "head": expected[1]})
+    assert rec.rates[1] == pytest.approx(
+        {**dict.fromkeys([*FROZEN_AFTER_UNFREEZE, "hidden3", "hidden4"], 0.0), "head": expected[1]}
+    )
     for epoch in (2, 3):
-        assert rec.rates[epoch] == pytest.approx({**{g: 0.0 for g in FROZEN_AFTER_UNFREEZE},
-                                                  **{g: expected[epoch] * LOW for g in UNFROZEN}}, rel=1e-9)
+        assert rec.rates[epoch] == pytest.approx(
+            {**dict.fromkeys(FROZEN_AFTER_UNFREEZE, 0.0), **dict.fromkeys(UNFROZEN, expected[epoch] * LOW)}, rel=1e-9
+        )
 
 
 def test_plateau_trigger_starts_the_next_phase_after_patience_validations(digits):
@@ -170,8 +198,9 @@ def test_plateau_trigger_starts_the_next_phase_after_patience_validations(digits
     module, rec = PlainNet(), Recorder()
     # min_delta=10: after the first validation nothing counts as better, so patience 2 fires after epoch 2
     plateau = {"monitor": "val/loss", "mode": "min", "patience": 2, "min_delta": 10.0}
-    schedule = FreezeSchedule([{"trainable": "head"}, {"on_plateau": plateau, "trainable": "all", "lr": 0.01}],
-                              model_attr="net")
+    schedule = FreezeSchedule(
+        [{"trainable": "head"}, {"on_plateau": plateau, "trainable": "all", "lr": 0.01}], model_attr="net"
+    )
     make_trainer([schedule, rec], max_epochs=4).fit(module, digits)
     assert [len(rec.trainable[e]) for e in range(4)] == [2, 2, 2, 17]
     assert set(rec.rates[3].values()) == {0.01}
@@ -183,14 +212,25 @@ def test_layer_decay_lowers_the_rate_group_by_group_from_the_top(digits):
     module, rec = PlainNet(), Recorder()
     schedule = FreezeSchedule([{"trainable": "top:3", "lr": 0.04, "layer_decay": 0.5}], model_attr="net")
     make_trainer([schedule, rec], max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(module, digits)
-    assert rec.rates[0] == pytest.approx({"hidden0": 0, "hidden1": 0, "hidden2": 0, "hidden3": 0.01, "hidden4": 0.02, "head": 0.04})
+    assert rec.rates[0] == pytest.approx(
+        {"hidden0": 0, "hidden1": 0, "hidden2": 0, "hidden3": 0.01, "hidden4": 0.02, "head": 0.04}
+    )
 
 
-@pytest.mark.parametrize("phases,message", [
-    ([{"trainable": "head"}, {"at_epoch": 1, "trainable": "top:9"}], "K=9 must be between 1 and the number of groups, 6"),
-    ([{"trainable": "head"}, {"at_epoch": 1, "trainable": ["hidden3", "hiden4"]}], "unknown group(s) ['hiden4'] (close: ['hidden4'"),
-    ([{"trainable": "head"}, {"at_epoch": 1, "trainable": "top:x"}], "'top:K' needs an integer K"),
-])
+@pytest.mark.parametrize(
+    "phases,message",
+    [
+        (
+            [{"trainable": "head"}, {"at_epoch": 1, "trainable": "top:9"}],
+            "K=9 must be between 1 and the number of groups, 6",
+        ),
+        (
+            [{"trainable": "head"}, {"at_epoch": 1, "trainable": ["hidden3", "hiden4"]}],
+            "unknown group(s) ['hiden4'] (close: ['hidden4'",
+        ),
+        ([{"trainable": "head"}, {"at_epoch": 1, "trainable": "top:x"}], "'top:K' needs an integer K"),
+    ],
+)
 def test_invalid_group_specs_fail_before_training_and_list_the_groups(digits, phases, message):
     module = PlainNet()
     before = params_of(module.net, ["head.weight"])
@@ -201,14 +241,19 @@ def test_invalid_group_specs_fail_before_training_and_list_the_groups(digits, ph
     assert torch.equal(module.net.head.weight, before["head.weight"])  # not one step was taken
 
 
-@pytest.mark.parametrize("phases,message", [
-    ([{"trainable": "head"}, {"at_epoch": 4, "trainable": "all"}, {"at_epoch": 2, "trainable": "top:2"}],
-     "freeze phase epochs must increase: phase 2 starts at epoch 2 (phase starts: [None, 4, 2])"),
-    ([{"trainable": "head"}, {"trainable": "all"}], "freeze phase 1 needs at_epoch or on_plateau"),
-    ([{"trainable": "head", "at_epoch": 3}], "the first freeze phase starts at epoch 0"),
-    ([{"trainable": "head", "lr": 0.1, "lr_scale": 0.1}], "lr (absolute) OR lr_scale"),
-    ([{"trainable": "head", "epoch": 3}], "unknown freeze phase keys ['epoch']"),
-])
+@pytest.mark.parametrize(
+    "phases,message",
+    [
+        (
+            [{"trainable": "head"}, {"at_epoch": 4, "trainable": "all"}, {"at_epoch": 2, "trainable": "top:2"}],
+            "freeze phase epochs must increase: phase 2 starts at epoch 2 (phase starts: [None, 4, 2])",
+        ),
+        ([{"trainable": "head"}, {"trainable": "all"}], "freeze phase 1 needs at_epoch or on_plateau"),
+        ([{"trainable": "head", "at_epoch": 3}], "the first freeze phase starts at epoch 0"),
+        ([{"trainable": "head", "lr": 0.1, "lr_scale": 0.1}], "lr (absolute) OR lr_scale"),
+        ([{"trainable": "head", "epoch": 3}], "unknown freeze phase keys ['epoch']"),
+    ],
+)
 def test_invalid_phase_lists_fail_when_the_callback_is_built(phases, message):
     with pytest.raises(LtrainError) as err:
         FreezeSchedule(phases)
@@ -235,9 +280,14 @@ def resumable_run(tmp_path, digits, callbacks, ckpt_path=None) -> tuple[PlainNet
     # phase 1 starts on a plateau (min_delta=10: the 2nd validation already counts as no improvement), so
     # it happens at epoch 2 only if the plateau tracker's state survives; phase 2 starts at epoch 4
     plateau = {"monitor": "val/loss", "patience": 1, "min_delta": 10.0}
-    schedule = FreezeSchedule([{"trainable": "head"}, {"on_plateau": plateau, "trainable": "top:3", "lr_scale": LOW},
-                               {"at_epoch": 4, "trainable": "all", "lr_scale": 0.05, "layer_decay": 0.8}],
-                              model_attr="net")
+    schedule = FreezeSchedule(
+        [
+            {"trainable": "head"},
+            {"on_plateau": plateau, "trainable": "top:3", "lr_scale": LOW},
+            {"at_epoch": 4, "trainable": "all", "lr_scale": 0.05, "layer_decay": 0.8},
+        ],
+        model_attr="net",
+    )
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = make_trainer([schedule, checkpoint, *callbacks], max_epochs=5, enable_checkpointing=True)
     trainer.fit(module, digits, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
@@ -250,13 +300,15 @@ def test_kill_after_the_phase_change_then_resume_ends_identical_to_an_uninterrup
     with pytest.raises(RuntimeError, match="killed"):
         resumable_run(tmp_path / "killed", digits, [Kill(epoch=3)])  # in phase 1; last.ckpt = end of epoch 2
     rec = Recorder()
-    resumed, trainer, schedule = resumable_run(tmp_path / "resumed", digits, [rec], ckpt_path=tmp_path / "killed" / "last.ckpt")
+    resumed, trainer, schedule = resumable_run(
+        tmp_path / "resumed", digits, [rec], ckpt_path=tmp_path / "killed" / "last.ckpt"
+    )
     assert trainer.global_step == 50 and schedule.phase == 2
     assert [len(rec_full.trainable[e]) for e in range(5)] == [2, 2, 8, 8, 17]
     assert rec.rates[3] == rec_full.rates[3]  # restored phase and rates, before the first resumed step
     assert rec.trainable[3] == rec_full.trainable[3] and rec.bn_modes[3] == rec_full.bn_modes[3]
     assert rec.rates[4] == rec_full.rates[4]  # and through the next phase change
-    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -278,4 +330,11 @@ def test_timm_model_in_ltrain_classifier_keeps_every_frozen_tensor_and_bn_statis
     assert all(torch.equal(after[k], before[k]) for k in frozen)
     moved = ["fc.weight", "fc.bias", "layer4.0.conv1.weight", "layer4.0.conv2.weight", "layer4.0.bn2.running_mean"]
     assert all(not torch.equal(after[k], before[k]) for k in moved)  # the unfrozen top group and head trained
-    assert [g["name"] for g in module.trainer.optimizers[0].param_groups] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert [g["name"] for g in module.trainer.optimizers[0].param_groups] == [
+        "stem",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+        "head",
+    ]

@@ -32,8 +32,9 @@ def execution_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     for name, module in model.named_modules():
         own = [f"{name}.{n}" if name else n for n, _ in module.named_parameters(recurse=False)]
         if own:
-            hooks.append(module.register_forward_pre_hook(lambda m, inp, own=own: seen.extend(
-                n for n in own if n not in seen)))
+            hooks.append(
+                module.register_forward_pre_hook(lambda m, inp, own=own: seen.extend(n for n in own if n not in seen))
+            )
     with torch.no_grad():
         model.eval()(x)
     for h in hooks:
@@ -52,7 +53,9 @@ def test_timm_groups_partition_parameters_and_run_bottom_to_top(arch, kwargs, si
     assert groups[-1].name == "head"
     head = model.get_classifier()
     head = head if isinstance(head, tuple) else (head,)
-    assert {id(p) for h in head for p in h.parameters()} == {id(p) for n, p in model.named_parameters() if n in groups[-1].param_names}
+    assert {id(p) for h in head for p in h.parameters()} == {
+        id(p) for n, p in model.named_parameters() if n in groups[-1].param_names
+    }
     # bottom -> top: as the forward pass reaches each layer, its group index never goes down
     index = {n: i for i, g in enumerate(groups) for n in g.param_names}
     order = [index[n] for n in execution_order(model, torch.randn(1, 3, size, size))]

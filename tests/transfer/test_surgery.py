@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ltrain.errors import LtrainError
-from ltrain.models import build_model, build_mlp, layer_groups
+from ltrain.models import build_mlp, build_model, layer_groups
 from ltrain.models.surgery import add_dense_layers, apply_surgery, drop_top_groups, replace_head
 
 DIGIT = (1, 28, 28)

@@ -34,8 +34,13 @@ class PushWorker:
 @pytest.fixture(scope="module")
 def push_worker():
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    proc = subprocess.Popen([sys.executable, str(HERE / "push_worker.py")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "push_worker.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert json.loads(proc.stdout.readline()) == {"ready": True}
         yield PushWorker(proc)

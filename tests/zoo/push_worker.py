@@ -35,8 +35,16 @@ def seeded_mlp(seed: int, hidden: list[int]) -> torch.nn.Module:
 
 
 def push_one(zoo: Zoo, name: str, seed: int, hidden: list[int], overwrite: bool = False) -> None:
-    zoo.push(seeded_mlp(seed, hidden), name, model_cfg={"name": "mlp", "hidden": hidden}, num_classes=10,
-             input_shape=INPUT_SHAPE, metrics={"test_acc": 0.5}, seeds=[seed], overwrite=overwrite)
+    zoo.push(
+        seeded_mlp(seed, hidden),
+        name,
+        model_cfg={"name": "mlp", "hidden": hidden},
+        num_classes=10,
+        input_shape=INPUT_SHAPE,
+        metrics={"test_acc": 0.5},
+        seeds=[seed],
+        overwrite=overwrite,
+    )
 
 
 def child(cmd: dict) -> int:
@@ -48,8 +56,13 @@ def child(cmd: dict) -> int:
         else:
             model, i = seeded_mlp(0, cmd["hidden"]), 0  # built once: the loop's time is spent pushing
             while True:
-                zoo.push(model, f"{cmd['prefix']}_{i}", model_cfg={"name": "mlp", "hidden": cmd["hidden"]},
-                         num_classes=10, input_shape=INPUT_SHAPE)
+                zoo.push(
+                    model,
+                    f"{cmd['prefix']}_{i}",
+                    model_cfg={"name": "mlp", "hidden": cmd["hidden"]},
+                    num_classes=10,
+                    input_shape=INPUT_SHAPE,
+                )
                 i += 1
     except LtrainError as e:
         print(f"child {os.getpid()}: {e}", file=sys.stderr)

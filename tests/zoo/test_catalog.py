@@ -45,9 +45,16 @@ def flip_byte(path: Path, offset: int) -> None:
 def test_push_list_show_load_gives_identical_outputs(tmp_path, capsys):
     zoo = Zoo()
     push_tiny(zoo, "base", seed=1, metrics={"test_acc": [0.90, 0.92]}, seeds=[0, 1], description="the parent")
-    model = push_tiny(zoo, "child", seed=2, parent="base", metrics={"test_acc": 0.8}, seeds=[0],
-                      dataset={"dataset": "digits", "class_names": list("abcde")},
-                      preprocessing={"mean": [0.13], "std": [0.31]})
+    model = push_tiny(
+        zoo,
+        "child",
+        seed=2,
+        parent="base",
+        metrics={"test_acc": 0.8},
+        seeds=[0],
+        dataset={"dataset": "digits", "class_names": list("abcde")},
+        preprocessing={"mean": [0.13], "std": [0.31]},
+    )
 
     assert zoo_cli(["list"]) == 0
     listing = capsys.readouterr().out
@@ -82,7 +89,9 @@ def test_push_list_show_load_gives_identical_outputs(tmp_path, capsys):
         "assert not any(k.startswith('ltrain') for k in sys.modules), 'ltrain was imported'\n"
         "with torch.no_grad(): print(float((m(io['x']) - io['expected']).abs().max()))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert float(out.stdout.strip().splitlines()[-1]) == 0.0
 
@@ -92,8 +101,13 @@ def test_entry_loads_as_timm_pretrained_weights_with_a_new_head():
     model = push_tiny(zoo, "base")
     import timm
 
-    new = timm.create_model("test_resnet", pretrained=True, num_classes=3, in_chans=1,
-                            pretrained_cfg_overlay=zoo.timm_pretrained_cfg("base"))
+    new = timm.create_model(
+        "test_resnet",
+        pretrained=True,
+        num_classes=3,
+        in_chans=1,
+        pretrained_cfg_overlay=zoo.timm_pretrained_cfg("base"),
+    )
     assert torch.equal(new.conv1[0].weight, model.conv1[0].weight)
     assert new.fc.weight.shape == (3, model.fc.in_features)
 
@@ -116,7 +130,7 @@ def test_flipped_byte_is_caught_by_verify_and_by_loading(capsys):
     out, err = capsys.readouterr()
     assert "bad" in out and "skipping good" in err
     assert zoo_cli(["rm", "good"]) == 0 and zoo.names() == ["bad"]  # as the error message advises
-    with pytest.raises(LtrainError, match="(?s)damaged.*checksum mismatch"):
+    with pytest.raises(LtrainError, match=r"(?s)damaged.*checksum mismatch"):
         zoo.load_model("bad")
     with pytest.raises(LtrainError, match="damaged"):
         build_model({"name": "test_resnet", "pretrained": "zoo:bad"}, 5, INPUT)
@@ -139,7 +153,7 @@ def test_rm_removes_entry_and_weights_and_lineage_shows_the_removed_parent(capsy
     assert "children b" in capsys.readouterr().out
     assert not folder.exists() and zoo.names() == ["b"]
     assert zoo.lineage("b") == ["b", "a (removed)"]
-    with pytest.raises(LtrainError, match="(?s)no zoo entry .a.*Entries: b"):
+    with pytest.raises(LtrainError, match=r"(?s)no zoo entry .a.*Entries: b"):
         zoo.get("a")
 
 
@@ -169,7 +183,7 @@ def expected_mlp_state(seed: int, hidden: list[int]) -> dict[str, torch.Tensor]:
 def test_two_concurrent_pushes_of_different_entries_both_land_intact(push_worker, tmp_path):
     zoo = Zoo()
     hidden = [256, 256]
-    common = dict(home=str(zoo.home), catalog=str(zoo.catalog), hidden=hidden)
+    common = {"home": str(zoo.home), "catalog": str(zoo.catalog), "hidden": hidden}
     first = push_worker.send(op="push", names=["left_0", "left_1", "left_2"], **common)["pid"]
     second = push_worker.send(op="push", names=["right_0", "right_1", "right_2"], **common)["pid"]
     assert push_worker.send(op="wait", pid=first)["status"] == 0
@@ -186,12 +200,12 @@ def test_two_concurrent_pushes_of_different_entries_both_land_intact(push_worker
 
 def test_two_concurrent_pushes_of_one_name_one_wins_and_the_entry_is_intact(push_worker):
     zoo = Zoo()
-    common = dict(home=str(zoo.home), catalog=str(zoo.catalog), hidden=[256, 256], names=["same"])
+    common = {"home": str(zoo.home), "catalog": str(zoo.catalog), "hidden": [256, 256], "names": ["same"]}
     pids = [push_worker.send(op="push", **common)["pid"] for _ in range(2)]
     statuses = sorted(push_worker.send(op="wait", pid=p)["status"] for p in pids)
     assert statuses == [0, 3]  # one pushed, the other was told the name is taken
     assert zoo.names() == ["same"] and zoo.verify("same")[0].ok
-    assert len([p for p in (zoo.home / "models" / "same").iterdir()]) == 1  # the loser left nothing behind
+    assert len(list((zoo.home / "models" / "same").iterdir())) == 1  # the loser left nothing behind
 
 
 def test_push_killed_at_any_moment_leaves_the_catalogue_as_before_or_complete(push_worker):
@@ -201,8 +215,9 @@ def test_push_killed_at_any_moment_leaves_the_catalogue_as_before_or_complete(pu
     hidden = [1024, 1024]  # ~7 MB of weights: each push takes long enough to be caught in the middle
     interrupted: list[Path] = []
     for kill in range(6):
-        pid = push_worker.send(op="loop", home=str(zoo.home), catalog=str(zoo.catalog), prefix=f"k{kill}",
-                               hidden=hidden)["pid"]
+        pid = push_worker.send(
+            op="loop", home=str(zoo.home), catalog=str(zoo.catalog), prefix=f"k{kill}", hidden=hidden
+        )["pid"]
         time.sleep(rng.uniform(0.2, 1.2))
         os.kill(pid, signal.SIGKILL)
         assert push_worker.send(op="wait", pid=pid)["status"] == -signal.SIGKILL
@@ -213,14 +228,17 @@ def test_push_killed_at_any_moment_leaves_the_catalogue_as_before_or_complete(pu
         unlisted = [p for p in (zoo.home / "models").glob(f"k{kill}_*") if p.name not in names]
         interrupted += unlisted
     renamed = sum(any(not p.name.startswith(".tmp-") for p in f.iterdir()) for f in interrupted)
-    print(f"{len(interrupted)} of 6 kills landed inside a push ({len(interrupted) - renamed} while staging, {renamed} "
-          f"after the folder was renamed in but before the entry file); {len(zoo.names())} complete entries listed")
+    print(
+        f"{len(interrupted)} of 6 kills landed inside a push ({len(interrupted) - renamed} while staging, {renamed} "
+        f"after the folder was renamed in but before the entry file); {len(zoo.names())} complete entries listed"
+    )
     assert interrupted, "no kill landed inside a push: the test did not test anything"
     cli = Path(sys.executable).parent / "ltrain-zoo"  # what a user runs after the crash
-    verify = subprocess.run([str(cli), "verify"], capture_output=True, text=True, timeout=120)
+    verify = subprocess.run([str(cli), "verify"], capture_output=True, text=True, timeout=120, check=False)
     lines = verify.stdout.splitlines()
-    assert verify.returncode == 0 and len(lines) == len(zoo.names()) and all(x.startswith("ok ") for x in lines), \
+    assert verify.returncode == 0 and len(lines) == len(zoo.names()) and all(x.startswith("ok ") for x in lines), (
         verify.stdout + verify.stderr
+    )
     # pushing an interrupted name again works and clears the dead pusher's staging folder
     for folder in interrupted:
         model = build_model({"name": "mlp", "hidden": [8]}, 10, (1, 28, 28))

@@ -14,7 +14,6 @@ from ltrain.errors import LtrainError
 from ltrain.models import build_model
 from ltrain.models.pretrained import (
     lite0_key_map,
-    lite0_state_dict,
     lite0_weights_path,
     load_pretrained,
     read_weights_file,
@@ -85,20 +84,22 @@ def test_zoo_source_skips_a_classifier_of_other_classes_and_refuses_other_mismat
     assert three.fc.weight.shape == (3, five.fc.in_features)  # the fresh head of the new task
     features = build_model({"name": "test_resnet", "pretrained": "zoo:five"}, 0, (1, 32, 32))  # headless
     assert torch.equal(features.conv1[0].weight, five.conv1[0].weight)
-    with pytest.raises(LtrainError, match=r"differ in shape\n    conv1.0.weight: weights \(\d+, 1, 3, 3\) vs model \(\d+, 3, 3, 3\)"):
+    with pytest.raises(
+        LtrainError, match=r"differ in shape\n    conv1.0.weight: weights \(\d+, 1, 3, 3\) vs model \(\d+, 3, 3, 3\)"
+    ):
         build_model({"name": "test_resnet", "pretrained": "zoo:five"}, 5, (3, 32, 32))
-    with pytest.raises(LtrainError, match="the entry is a test_resnet, but model.name=resnet18"):
+    with pytest.raises(LtrainError, match=r"the entry is a test_resnet, but model.name=resnet18"):
         build_model({"name": "resnet18", "pretrained": "zoo:five"}, 5, (1, 32, 32))
 
     mlp = build_model({"name": "mlp", "hidden": [16, 16]}, 5, (1, 28, 28))
     zoo.push(mlp, "mlp", model_cfg={"name": "mlp", "hidden": [16, 16]}, input_shape=(1, 28, 28))
     other_head = build_model({"name": "mlp", "hidden": [16, 16], "pretrained": "zoo:mlp"}, 2, (1, 28, 28))
     assert torch.equal(other_head.hidden0.linear.weight, mlp.hidden0.linear.weight)
-    with pytest.raises(LtrainError, match="hidden1.linear.weight: weights \\(16, 16\\) vs model \\(32, 16\\)"):
+    with pytest.raises(LtrainError, match=r"hidden1.linear.weight: weights \(16, 16\) vs model \(32, 16\)"):
         build_model({"name": "mlp", "hidden": [16, 32], "pretrained": "zoo:mlp"}, 5, (1, 28, 28))
-    with pytest.raises(LtrainError, match="(?s)missing from the weights.*hidden2"):
+    with pytest.raises(LtrainError, match=r"(?s)missing from the weights.*hidden2"):
         build_model({"name": "mlp", "hidden": [16, 16, 16], "pretrained": "zoo:mlp"}, 5, (1, 28, 28))
-    with pytest.raises(LtrainError, match="no zoo entry 'mpl' in .*catalog. Close matches: mlp"):
+    with pytest.raises(LtrainError, match=r"no zoo entry 'mpl' in .*catalog. Close matches: mlp"):
         build_model({"name": "mlp", "pretrained": "zoo:mpl"}, 5, (1, 28, 28))
 
 
@@ -123,9 +124,9 @@ def test_corrupt_truncated_or_unsafe_files_fail_with_what_to_do(tmp_path):
     (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
     (tmp_path / "cut.pt").write_bytes((tmp_path / "w.pt").read_bytes()[:300])
     torch.save({"weights": state, "fn": np.random.default_rng}, tmp_path / "pickled.pt")
-    with pytest.raises(LtrainError, match="(?s)not a readable safetensors file.*Re-export or re-download"):
+    with pytest.raises(LtrainError, match=r"(?s)not a readable safetensors file.*Re-export or re-download"):
         read_weights_file(tmp_path / "cut.safetensors")
-    with pytest.raises(LtrainError, match="(?s)not a readable torch file.*Re-export or re-download"):
+    with pytest.raises(LtrainError, match=r"(?s)not a readable torch file.*Re-export or re-download"):
         read_weights_file(tmp_path / "cut.pt")
     with pytest.raises(LtrainError, match="weights_only=True"):
         read_weights_file(tmp_path / "pickled.pt")
@@ -134,7 +135,7 @@ def test_corrupt_truncated_or_unsafe_files_fail_with_what_to_do(tmp_path):
 
 
 def test_unknown_source_names_the_valid_ones():
-    with pytest.raises(LtrainError, match="(?s)Did you mean imagenet_lite0.*zoo:NAME.*timm"):
+    with pytest.raises(LtrainError, match=r"(?s)Did you mean imagenet_lite0.*zoo:NAME.*timm"):
         build_model({"name": "mlp", "hidden": [8], "pretrained": "imagenet_lite"}, 2, (1, 8, 8))
     with pytest.raises(LtrainError, match="needs a timm model"):
         build_model({"name": "mlp", "hidden": [8], "pretrained": "timm"}, 2, (1, 8, 8))

@@ -1,0 +1,90 @@
+"""Kill a training run at a point the test chooses, never after a wall-clock delay.
+
+A victim ``ltrain`` process gets the callback :class:`PauseAtStep` through a Hydra override (see
+:func:`pause_overrides`); when it finishes optimizer step ``step`` it writes ``rank<R>.json`` (the step and
+epoch it reached) into ``marker_dir`` and waits there until it is killed. The test waits for the marker(s),
+sends the signal (SIGKILL, or SIGINT for Ctrl-C), and then checks with :func:`assert_landed` that the kill
+landed where it meant it to: the marker's step, and the run not finished. Machine load changes only how long
+the test waits, never where the kill lands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import lightning as L
+
+TESTS = Path(__file__).resolve().parent
+
+
+class PauseAtStep(L.Callback):
+    """After optimizer step ``step`` (``trainer.global_step``), write a marker and wait to be killed."""
+
+    def __init__(self, step: int, marker_dir: str) -> None:
+        self.step, self.marker_dir = int(step), Path(marker_dir)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        if trainer.global_step != self.step:
+            return
+        self.marker_dir.mkdir(parents=True, exist_ok=True)
+        marker = {"step": trainer.global_step, "epoch": trainer.current_epoch, "batch_idx": batch_idx}
+        tmp = self.marker_dir / f".rank{trainer.global_rank}.json.tmp"
+        tmp.write_text(json.dumps(marker))
+        os.replace(tmp, self.marker_dir / f"rank{trainer.global_rank}.json")
+        while True:  # the test kills us here
+            time.sleep(0.05)
+
+
+def pause_overrides(step: int, marker_dir: Path) -> list[str]:
+    """Hydra overrides that add :class:`PauseAtStep` to an ``ltrain`` run's callbacks."""
+    return [
+        "+callbacks.pause_at_step._target_=killpoint.PauseAtStep",
+        f"+callbacks.pause_at_step.step={step}",
+        f"+callbacks.pause_at_step.marker_dir={marker_dir}",
+    ]
+
+
+def env_with_killpoint() -> dict[str, str]:
+    """The environment a victim needs to import :mod:`killpoint` (this folder on PYTHONPATH)."""
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{path}" if path else str(TESTS)}
+
+
+def wait_for_markers(victim: subprocess.Popen, marker_dir: Path, ranks: int = 1, timeout: float = 900) -> list[dict]:
+    """The markers of ``ranks`` ranks once all are written; fails if the victim exits first."""
+    deadline = time.monotonic() + timeout  # only a guard against a hung victim: load never decides the outcome
+    files = [marker_dir / f"rank{r}.json" for r in range(ranks)]
+    while not all(f.exists() for f in files):
+        if victim.poll() is not None:
+            err = victim.stderr.read()[-3000:] if victim.stderr else ""
+            raise AssertionError(f"the victim exited ({victim.returncode}) before reaching its kill point:\n{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the victim did not reach its kill point in {timeout:.0f} s")
+        time.sleep(0.05)
+    return [json.loads(f.read_text()) for f in files]
+
+
+def kill(victim: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
+    """Send ``sig`` to the victim's whole process group (all DDP ranks) and reap it; its return code."""
+    os.killpg(victim.pid, sig)
+    return victim.wait(timeout=300)
+
+
+def assert_landed(markers: list[dict], step: int, run_dir: Path) -> str:
+    """Check the kill landed at ``step`` of an unfinished run; a one-line account of where it landed."""
+    assert [m["step"] for m in markers] == [step] * len(markers), markers
+    assert not (run_dir / "results.json").exists(), "the run finished before the kill"
+    where = f"kill landed at global step {step} (epoch {markers[0]['epoch']}, batch {markers[0]['batch_idx']})"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt.exists():
+        import torch
+
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        assert saved["global_step"] < step, (saved["global_step"], step)
+        where += f"; last.ckpt holds step {saved['global_step']} (epoch {saved['epoch']})"
+    return where
