@@ -75,12 +75,16 @@ def kill(victim: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
     return victim.wait(timeout=300)
 
 
-def assert_landed(markers: list[dict], step: int, run_dir: Path) -> str:
-    """Check the kill landed at ``step`` of an unfinished run; a one-line account of where it landed."""
+def assert_landed(markers: list[dict], step: int, run_dir: Path, checkpoint: bool = False) -> str:
+    """Check the kill landed at ``step`` of an unfinished run (after a ``last.ckpt`` if ``checkpoint``).
+
+    Returns a one-line account of where it landed, for the ``kill_report`` fixture.
+    """
     assert [m["step"] for m in markers] == [step] * len(markers), markers
     assert not (run_dir / "results.json").exists(), "the run finished before the kill"
     where = f"kill landed at global step {step} (epoch {markers[0]['epoch']}, batch {markers[0]['batch_idx']})"
     ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.exists() or not checkpoint, f"no {ckpt} before the kill at step {step}"
     if ckpt.exists():
         import torch
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from ltrain.data import FashionMnistIdx, MnistEmbedded
-from ltrain.data.idx import DEBIAN_FASHION_ROOT
 from ltrain.data.subsets import stratified_split
 from ltrain.errors import LtrainError
 
@@ -94,7 +93,7 @@ def test_truncated_idx_file_is_refused(tmp_path):
         read_idx(path)
 
 
-@pytest.mark.skipif(not __import__("os").path.isdir(DEBIAN_FASHION_ROOT), reason="dataset-fashion-mnist not installed")
+@pytest.mark.fashion_mnist
 def test_fashion_mnist_reads_the_debian_idx_files():
     dm = FashionMnistIdx(classes=[5, 6], val_fraction=0.1)
     dm.setup()

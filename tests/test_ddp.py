@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, wait_for_markers
 
 from ltrain.runs import from_run
 
@@ -56,9 +55,12 @@ def test_ddp_cpu_writes_one_run_directory_and_matches_one_process(tmp_path):
     assert metrics["test/acc"] == pytest.approx(results["test_acc"], abs=1e-6)
 
 
+KILL_STEP = 27  # epoch 1, batch_idx 6 of 20: after the phase change at epoch 1, mid-epoch
+
+
 @pytest.mark.ddp
-def test_ddp_cpu_run_killed_in_a_freeze_schedule_resumes_auto_to_the_uninterrupted_weights(tmp_path):
-    """SIGKILL both ranks after the first epoch's checkpoint; ``resume=auto`` under DDP ends bit-identical."""
+def test_ddp_cpu_run_killed_in_a_freeze_schedule_resumes_auto_to_the_uninterrupted_weights(tmp_path, kill_report):
+    """SIGKILL both ranks mid-epoch after the phase change; ``resume=auto`` under DDP ends bit-identical."""
     args = [
         *COMMON,
         "trainer=ddp_cpu",
@@ -77,18 +79,13 @@ def test_ddp_cpu_run_killed_in_a_freeze_schedule_resumes_auto_to_the_uninterrupt
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            env=env_with_killpoint(),
         )
 
-    victim = ltrain(tmp_path / "victim")
-    last = tmp_path / "victim" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while not last.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.05)
-    assert last.exists(), victim.stderr.read()[-3000:] if victim.poll() is not None else "no checkpoint in 300 s"
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert not (tmp_path / "victim" / "results.json").exists(), "killed too late: the run had finished"
+    victim = ltrain(tmp_path / "victim", *pause_overrides(KILL_STEP, tmp_path / "markers"))
+    markers = wait_for_markers(victim, tmp_path / "markers", ranks=2)  # both ranks wait at the step
+    kill(victim, signal.SIGKILL)
+    kill_report(assert_landed(markers, KILL_STEP, tmp_path / "victim", checkpoint=True))
     resumed = ltrain(tmp_path / "victim", "resume=auto")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
     reference = ltrain(tmp_path / "reference")

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, wait_for_markers
 
 from ltrain.train import train
 
@@ -69,30 +67,29 @@ def _ltrain(run_dir: Path, *args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        env=env_with_killpoint(),
     )
 
 
-def test_sigkill_at_a_random_step_then_resume_auto_matches_an_uninterrupted_run(tmp_path):
+KILL_STEP = 38  # epoch 2, batch_idx 7 of 15: after the phase change and two plateau cuts, mid-epoch
+
+
+def test_sigkill_mid_epoch_after_a_phase_change_then_resume_auto_matches_an_uninterrupted_run(tmp_path, kill_report):
     reference = _ltrain(tmp_path / "reference")
-    victim = _ltrain(tmp_path / "victim")
+    victim = _ltrain(tmp_path / "victim", *pause_overrides(KILL_STEP, tmp_path / "markers"))
+    markers = wait_for_markers(victim, tmp_path / "markers")
+    kill(victim, signal.SIGKILL)
     last = tmp_path / "victim" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
-    while not last.exists() and time.time() < deadline and victim.poll() is None:
-        time.sleep(0.05)
-    assert last.exists(), "the run never wrote a checkpoint"
-    time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # somewhere in a later epoch
-    os.killpg(victim.pid, signal.SIGKILL)
-    victim.wait()
-    assert not (tmp_path / "victim" / "results.json").exists(), "killed too late: the run had finished"
+    kill_report(assert_landed(markers, KILL_STEP, tmp_path / "victim", checkpoint=True))
     resumed = subprocess.run(
         [str(BIN / "ltrain"), *IN_EFFECT, f"hydra.run.dir={tmp_path / 'victim'}", "resume=auto"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert reference.wait(timeout=300) == 0, reference.stderr.read()[-2000:]
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-2000:]
     a = _weights(tmp_path / "reference" / "checkpoints" / "last.ckpt")
     b = _weights(last)
     for k in a:

@@ -11,6 +11,8 @@ import pytest
 from ltrain.recipes import run_recipe
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.fashion_mnist  # reads the real Fashion-MNIST files (make test installs them)
+
 METRICS = ("test_acc", "test_ece", "test_nll", "test_brier", "test_entropy")
 
 

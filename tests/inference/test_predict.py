@@ -18,6 +18,8 @@ from ltrain.paths import conf_dir
 from ltrain.train import train
 from tests.conftest import compose_config
 
+pytestmark = pytest.mark.fashion_mnist  # reads the real Fashion-MNIST files (make test installs them)
+
 TINY = [
     "data=fashion_mnist",
     "data.train_per_class=200",

@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import compose_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.fashion_mnist]
 
 
 def test_siamese_mnist_seed0_fine_tuned_beats_scratch_on_held_out_digits(tmp_path):
