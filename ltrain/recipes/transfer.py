@@ -19,6 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from ltrain.recipes.arms import epoch_curves, plot_curves
+
 
 def merged(cfg: DictConfig, overrides: DictConfig | None) -> DictConfig:
     """A copy of ``cfg`` with ``overrides`` merged in and no recipe (a plain training config)."""
@@ -67,7 +69,13 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
             if arm.get("overrides"):
                 arm_cfg.merge_with(arm.overrides)
         res = train(arm_cfg, run_dir / arm_name)
-        arms[arm_name] = {"test_acc": float(res["test_acc"]), "best_val_acc": float(res["best_val_acc"])}
+        arms[arm_name] = {
+            "test_acc": float(res["test_acc"]),
+            "best_val_acc": float(res["best_val_acc"]),
+            "epochs": res["epochs"],
+        }
     out["arms"] = arms
+    curves = {arm: epoch_curves(run_dir / arm) for arm in arms}  # did every arm stop on a plateau, not a cap?
+    plot_curves(curves, run_dir / "curves.png", f"{cfg.recipe.name}: every arm, seed {cfg.seed}")
     out["plots"] = sorted(str(p) for p in run_dir.glob("*/learning_curves.png"))
     return out
