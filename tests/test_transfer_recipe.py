@@ -12,7 +12,6 @@ from ltrain.zoo import Zoo
 
 def _small(cfg):
     with open_dict(cfg):
-        cfg.recipe.target.trainer.max_epochs = 3
         for arm in cfg.recipe.arms.values():
             for phase in (arm.get("freeze") or {}).get("phases", []):
                 if phase.get("at_epoch"):
@@ -21,7 +20,7 @@ def _small(cfg):
 
 
 def test_mnist_transfer_pushes_a_and_trains_b_from_it(cfg_factory, tmp_path):
-    cfg = _small(cfg_factory("recipe=mnist_transfer", "trainer.max_epochs=2", "model.hidden=[32,32,32]"))
+    cfg = _small(cfg_factory("recipe=mnist_transfer", "trainer.max_epochs=3", "model.hidden=[32,32,32]"))
     results = run_recipe(cfg, tmp_path)
     assert set(results["arms"]) == {"scratch", "frozen5", "frozen4", "fine_tuned"}
     entry = Zoo().get(results["zoo_entry"])
