@@ -37,6 +37,7 @@ from ltrain.inference.sites import (
     module_sites,
 )
 from ltrain.inference.uncertainty import expected_entropy, predictive_entropy
+from ltrain.models.network import find_network
 
 PATHS = ("auto", "fast", "naive")
 
@@ -141,7 +142,7 @@ def mc_dropout(
         raise LtrainError(f"mc.path={path!r} is not one of {list(PATHS)}")
     if chunk_size is not None and chunk_size < 1:
         raise LtrainError(f"mc.chunk_size must be positive or null, got {chunk_size}")
-    net = unwrap_network(model)
+    net = find_network(model, None, "mc_dropout")
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
     with eval_mode_restored(net), torch.no_grad(), DropoutMasks(module_sites(net, drop_path), seed, len(x)) as masks:
@@ -171,13 +172,6 @@ def mc_dropout(
         prefix_out, run_tail = tail
         logits = _batched(run_tail, prefix_out, samples, masks, chunk_size, max_memory_mb)
         return MCPrediction(logits.float().softmax(-1), seed, "fast", "", names)
-
-
-def unwrap_network(model: nn.Module) -> nn.Module:
-    """The network inside a ClassifierModule (its forward is ``self.model(x)``); other modules as they are."""
-    from ltrain.modules.classifier import ClassifierModule
-
-    return model.model if isinstance(model, ClassifierModule) else model
 
 
 def _naive(net: nn.Module, x: torch.Tensor, samples: int, masks: DropoutMasks) -> torch.Tensor:
@@ -294,4 +288,4 @@ def _measure(run_tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) 
     return out, total[0]
 
 
-__all__ = ["DropoutSite", "MCPrediction", "eval_mode_restored", "mc_dropout", "split_sequential", "unwrap_network"]
+__all__ = ["DropoutSite", "MCPrediction", "eval_mode_restored", "mc_dropout", "split_sequential"]
