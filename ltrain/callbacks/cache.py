@@ -44,7 +44,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.connectors.data_connector import _DataLoaderSource
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ltrain.callbacks.cache_data import (
     CachedFeatures,
@@ -117,6 +117,8 @@ class FrozenFeatureCache(Callback):
         self._datamodule: Any = None
         self._trainer: L.Trainer | None = None
         self._fit_started = self._prepared = False
+        self._switch_split: dict[int, str] = {}
+        self._early_workers: set[str] = set()
         self._datasets: dict[str, Dataset] = {}
         self._samplers: dict[str, Any] = {}
         self._switches: list[SwitchableDataset] = []
@@ -138,14 +140,15 @@ class FrozenFeatureCache(Callback):
             loop._data_source = _CachedSource(
                 self._sources[split].instance, self._sources[split].name, wrap=functools.partial(self._loader, split)
             )
-        self._datamodule = trainer.datamodule
+        self._datamodule, self._trainer = trainer.datamodule, trainer
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # The features are computed when Lightning next asks for a loader: after EVERY callback's
         # on_fit_start (FreezeSchedule's freezing, whatever order the callbacks are in), before any batch.
-        self._trainer, self._fit_started = trainer, True
-        for loop in self._loops.values():  # a loader built before (estimated_stepping_batches) is built again
-            loop._combined_loader = None
+        self._fit_started = True
+        for split, loop in self._loops.items():
+            if split in self._early_workers:  # worker processes already hold the dataset: build the loader again
+                loop._combined_loader = None
 
     def _prepare(self) -> None:
         """Cut the network at its topmost frozen group and compute (or read) the features of every split."""
@@ -189,18 +192,24 @@ class FrozenFeatureCache(Callback):
             )
         self.split, self._model, self._indices, self._views = split, model, indices, views
         self._fill(trainer)
+        for switch in self._switches:  # loaders handed out before the features existed serve them from now on
+            switch.cached = self.cached.get(self._switch_split[id(switch)])
         model.forward = split.suffix  # the instance attribute shadows the class's forward; del restores it
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for switch in self._switches:
             switch.set_epoch(trainer.current_epoch)  # picks the epoch's view; the dataset's own set_epoch too
 
-    def _before_iter(self, split: str) -> None:
+    def _before_iter(self, split: str, workers: int) -> None:
         """A cached loader is about to be iterated (an epoch's first batch is next): drop or refresh the cache.
 
         Runs after every callback's epoch-start hook, so a group FreezeSchedule unfroze below the cut drops
         the cache, and frozen tensors something rewrote since the features were computed are recomputed.
         """
+        if not self._fit_started:
+            if workers > 0:
+                self._early_workers.add(split)
+            return
         if self.split is None:
             return
         epoch = self._trainer.current_epoch
@@ -251,23 +260,29 @@ class FrozenFeatureCache(Callback):
         self._restore()
 
     # ---- the work -------------------------------------------------------------------------------
-    def _loader(self, split: str, loader: DataLoader) -> DataLoader:
-        """The original loader while nothing is cached; else its twin over the cached features."""
-        if self._fit_started and not self._prepared:
-            self._prepare()
-        if split not in self.cached or self.split is None:
-            return loader
+    def _loader(self, split: str, loader: Any) -> Any:
+        """A twin of Lightning's loader over a :class:`SwitchableDataset`: images until the features exist.
+
+        The twin is handed out from the first request on, even one made before fit start (the standard
+        ``estimated_stepping_batches`` in configure_optimizers builds the train loader and its iterator
+        then), so Lightning keeps ONE iterator, with the same shuffling draws as an uncached run. The
+        features are computed when its sampler first runs (the first batch), after every callback's
+        on_fit_start; a loader that is not a DataLoader is passed through (refused if it must be cached).
+        """
         if not isinstance(loader, DataLoader) or loader.batch_size is None:
-            raise LtrainError(
-                f"FrozenFeatureCache needs the {split} loader to be a DataLoader with a batch_size "
-                f"(got {type(loader).__name__}); drop the cache option"
-            )
-        switch = SwitchableDataset(loader.dataset, self.cached[split])
+            self._ensure_prepared()
+            return loader
+        trainer = self._trainer
+        switch = SwitchableDataset(loader.dataset, self.cached.get(split) if self.split is not None else None)
         self._switches.append(switch)
-        sampler = self._samplers.get(split, loader.sampler)
+        self._switch_split[id(switch)] = split
+        if trainer.world_size > 1:
+            sampler = self._sampler_for(split, loader.dataset)
+        else:
+            sampler = _NotifyingSampler(loader.sampler, self._ensure_prepared)
         return _CacheLoader(
             switch,
-            before_iter=functools.partial(self._before_iter, split),
+            before_iter=functools.partial(self._before_iter, split, loader.num_workers),
             batch_size=loader.batch_size,
             sampler=sampler,
             num_workers=loader.num_workers,
@@ -278,16 +293,28 @@ class FrozenFeatureCache(Callback):
             generator=loader.generator,
         )
 
+    def _sampler_for(self, split: str, dataset: Dataset) -> ShardShuffleSampler:
+        """Under DDP, the fixed-shard sampler of ``split`` (made once; the same for every loader of the split)."""
+        if split not in self._samplers:
+            trainer = self._trainer
+            seed = torch.initial_seed() if split == "train" else 0
+            sampler = ShardShuffleSampler(
+                dataset, trainer.world_size, trainer.global_rank, seed, shuffle=split == "train"
+            )
+            sampler.on_iter = self._ensure_prepared
+            self._samplers[split] = sampler
+        return self._samplers[split]
+
+    def _ensure_prepared(self) -> None:
+        if self._fit_started and not self._prepared:
+            with torch.random.fork_rng(devices=[]):  # the uncached run draws the same random numbers after this
+                self._prepare()
+
     def _shards(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         """The global indices each split's sampler gives this rank (all of them in one process)."""
-        world, rank = trainer.world_size, trainer.global_rank
-        if world == 1:
+        if trainer.world_size == 1:
             return {s: torch.arange(len(ds)) for s, ds in self._datasets.items()}
-        self._samplers = {
-            s: ShardShuffleSampler(ds, world, rank, seed=torch.initial_seed() if s == "train" else 0, shuffle=s == "train")
-            for s, ds in self._datasets.items()
-        }
-        return {s: torch.tensor(sorted(set(sampler.shard))) for s, sampler in self._samplers.items()}
+        return {s: torch.tensor(sorted(set(self._sampler_for(s, ds).shard))) for s, ds in self._datasets.items()}
 
     def _key_parts(self, split: ModelSplit, trainer: L.Trainer) -> dict[str, Any]:
         dm = self._datamodule
@@ -373,6 +400,7 @@ class FrozenFeatureCache(Callback):
             loop._data_source = self._sources[split]
         self._loops, self._sources, self._datamodule, self._switches = {}, {}, None, []
         self._trainer, self._fit_started, self._prepared = None, False, False
+        self._switch_split, self._early_workers = {}, set()
 
     def _fill(self, trainer: L.Trainer) -> None:
         """Compute (or read) every split's features from the frozen prefix as it is now; fingerprint it."""
@@ -421,6 +449,25 @@ def _check_bn_policy(trainer: L.Trainer) -> None:
                 "frozen layers' output changes and cannot be cached: use freeze.bn=eval or drop "
                 "the cache option"
             )
+
+
+class _NotifyingSampler(Sampler):
+    """``sampler`` unchanged, calling ``before`` when an epoch's indices are first drawn (the first fetch)."""
+
+    def __init__(self, sampler: Sampler, before: Callable[[], None]):
+        self.sampler, self.before = sampler, before
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch and whatever else Lightning asks the sampler for
+        if name in ("sampler", "before"):
+            raise AttributeError(name)
+        return getattr(self.sampler, name)
+
+    def __iter__(self):
+        self.before()
+        return iter(self.sampler)
 
 
 class _CacheLoader(DataLoader):

@@ -21,8 +21,7 @@ Where the fast path splits:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -30,11 +29,16 @@ from torch import nn
 
 from ltrain.errors import LtrainError
 from ltrain.inference.sites import (
+    DropoutCensus,
     DropoutMasks,
     DropoutSite,
+    _seed_for,
+    dropout_census,
+    eval_mode_restored,
     functional_head_dropout,
     is_timm_classifier,
     module_sites,
+    stays_in_eval,
 )
 from ltrain.inference.uncertainty import expected_entropy, predictive_entropy
 from ltrain.models.network import find_network
@@ -96,18 +100,6 @@ class MCPrediction:
         return (self.samples.argmax(-1) == self.predicted).float().mean(0)
 
 
-@contextlib.contextmanager
-def eval_mode_restored(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode inside the block; each module's own mode restored after, even on error."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def mc_dropout(
     model: nn.Module,
     x: torch.Tensor,
@@ -145,6 +137,20 @@ def mc_dropout(
     net = find_network(model, None, "mc_dropout")
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
+    census = dropout_census(net, x[:2], drop_path)
+    if census.unhooked(is_timm_classifier(net) and float(getattr(net, "drop_rate", 0) or 0) > 0):
+        # dropout ltrain's hooks cannot reach (F.dropout in user code, dropout_p of fused attention):
+        # sample it as training mode applies it, every other layer held in inference mode
+        if path == "fast":
+            raise LtrainError(
+                f"mc.path=fast is not possible for {type(net).__name__}: it applies dropout outside dropout "
+                f"modules ({census.describe()}). Use mc.path=auto"
+            )
+        logits = _train_mode_samples(net, x, samples, seed, drop_path)
+        _refuse_identical(net, logits, census)
+        return MCPrediction(
+            logits.float().softmax(-1), seed, "train_mode", f"dropout outside modules: {census.describe()}", []
+        )
     with eval_mode_restored(net), torch.no_grad(), DropoutMasks(module_sites(net, drop_path), seed, len(x)) as masks:
         features = None
         if is_timm_classifier(net):
@@ -168,10 +174,41 @@ def mc_dropout(
             raise LtrainError(f"mc.path=fast is not possible for {type(net).__name__}: {note}. Use mc.path=auto")
         if tail is None:
             logits = _naive(net, x, samples, masks)
+            _refuse_identical(net, logits, census)
             return MCPrediction(logits.float().softmax(-1), seed, "naive", note, names)
         prefix_out, run_tail = tail
         logits = _batched(run_tail, prefix_out, samples, masks, chunk_size, max_memory_mb)
+        _refuse_identical(net, logits, census)
         return MCPrediction(logits.float().softmax(-1), seed, "fast", "", names)
+
+
+def _refuse_identical(net: nn.Module, logits: torch.Tensor, census: DropoutCensus) -> None:
+    """T > 1 identical samples are no uncertainty estimate: say so instead of returning them."""
+    if len(logits) > 1 and all(torch.equal(logits[0], t) for t in logits[1:]):
+        raise LtrainError(
+            f"every MC-dropout sample of {type(net).__name__} came out identical ({census.describe()}): no dropout "
+            "ltrain can sample changes the output, so this would be no uncertainty estimate. Add dropout the network "
+            "applies in training mode (nn.Dropout, F.dropout(..., training=self.training), timm drop_rate)"
+        )
+
+
+def _train_mode_samples(net: nn.Module, x: torch.Tensor, samples: int, seed: int, drop_path: bool) -> torch.Tensor:
+    """(T, N, C) logits from T passes with dropout ON as training mode applies it, all else in inference mode.
+
+    Every module is switched to training mode except the ones whose training mode is not dropout: batch
+    norm (and any layer with running statistics) keeps its running statistics untouched, RReLU its mean
+    slope, DropPath stays off unless ``drop_path``. Sample t draws from torch's generator seeded with
+    (seed, t), forked so the caller's random state is untouched.
+    """
+    devices = [x.device] if x.device.type == "cuda" else []
+    out = []
+    with eval_mode_restored(net), torch.no_grad(), torch.random.fork_rng(devices=devices):
+        for m in net.modules():
+            m.training = not stays_in_eval(m, drop_path)
+        for t in range(samples):
+            torch.manual_seed(_seed_for(seed, 0, t))
+            out.append(net(x))
+    return torch.stack(out)
 
 
 def _naive(net: nn.Module, x: torch.Tensor, samples: int, masks: DropoutMasks) -> torch.Tensor:

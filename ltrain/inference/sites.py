@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ltrain.errors import LtrainError
 
@@ -123,6 +125,110 @@ def functional_head_dropout(model: nn.Module, features: torch.Tensor) -> Dropout
             "Rebuild the model with drop_rate=0 and an nn.Dropout in the head, or report the architecture."
         )
     return DropoutSite("<forward_head F.dropout>", "dropout", p, model.get_classifier(), pre_hook=True)
+
+
+_DROPOUT_FUNCTIONS = {
+    F.dropout: "F.dropout",
+    F.dropout1d: "F.dropout1d",
+    F.dropout2d: "F.dropout2d",
+    F.dropout3d: "F.dropout3d",
+    F.alpha_dropout: "F.alpha_dropout",
+    F.feature_alpha_dropout: "F.feature_alpha_dropout",
+    torch.dropout: "torch.dropout",
+    torch.alpha_dropout: "torch.alpha_dropout",
+    torch.feature_dropout: "torch.feature_dropout",
+    torch.feature_alpha_dropout: "torch.feature_alpha_dropout",
+}
+
+
+@dataclass
+class DropoutCensus:
+    """Every dropout one training-mode pass applies: inside dropout modules, or elsewhere (functional)."""
+
+    in_modules: int = 0
+    functional: list[str] = field(default_factory=list)  # e.g. "F.dropout(p=0.3) in Net", "SDPA dropout_p=0.1 ..."
+
+    def unhooked(self, timm_head: bool) -> bool:
+        """True when dropout runs outside modules beyond timm's functional head dropout (which is hooked)."""
+        return len(self.functional) > (1 if timm_head else 0) or any("attention" in f for f in self.functional)
+
+    def describe(self) -> str:
+        parts = [f"{self.in_modules} dropout module call(s)", *self.functional[:4]]
+        return ", ".join(parts)
+
+
+class _Census(TorchFunctionMode):
+    def __init__(self, census: DropoutCensus, depth: list[int]):
+        super().__init__()
+        self.census, self.depth = census, depth
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = _DROPOUT_FUNCTIONS.get(func)
+        if name is not None:
+            p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            training = kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True))
+            if training and p > 0:
+                if self.depth[0] > 0:
+                    self.census.in_modules += 1
+                else:
+                    self.census.functional.append(f"{name}(p={p})")
+        elif func is F.scaled_dot_product_attention:
+            p = kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
+            if p > 0:
+                self.census.functional.append(f"attention dropout_p={p} (scaled_dot_product_attention)")
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def eval_mode_restored(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside the block; each module's own mode restored after, even on error."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def stays_in_eval(module: nn.Module, drop_path: bool) -> bool:
+    """Whether MC dropout keeps ``module`` in inference mode: its training mode is not dropout.
+
+    Batch norm (any layer with running statistics) would move its statistics, RReLU draw random slopes,
+    DropPath / DropBlock drop whole branches (sampled only with ``drop_path``).
+    """
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.RReLU)):
+        return True
+    if type(module).__name__ in ("DropPath", "DropBlock2d") and not drop_path:
+        return True
+    return getattr(module, "running_mean", None) is not None or bool(getattr(module, "track_running_stats", False))
+
+
+def dropout_census(model: nn.Module, x: torch.Tensor, drop_path: bool = False) -> DropoutCensus:
+    """Run ``model`` once with dropout as training mode applies it (norm layers in eval) and count the dropouts.
+
+    A ``TorchFunctionMode`` sees every dropout call, whoever makes it: a dropout module, ``F.dropout`` in
+    a user's forward, ``scaled_dot_product_attention(dropout_p=...)`` in fused attention. Modes are
+    restored and the random state is forked, so the caller sees no side effect.
+    """
+    census, depth = DropoutCensus(), [0]
+    sites = [m for m in model.modules() if _module_kind(m, drop_path) is not None]
+    handles = []
+    for m in sites:
+        handles.append(m.register_forward_pre_hook(lambda *_: depth.__setitem__(0, depth[0] + 1)))
+        handles.append(m.register_forward_hook(lambda *_: depth.__setitem__(0, depth[0] - 1)))
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with eval_mode_restored(model), torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for m in model.modules():
+                m.training = not stays_in_eval(m, drop_path)
+            with _Census(census, depth):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return census
 
 
 def _seed_for(seed: int, site_index: int, sample: int) -> int:

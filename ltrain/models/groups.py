@@ -98,7 +98,9 @@ def groups_from_patterns(model: nn.Module, spec: Mapping[str, Sequence[str]]) ->
             problems.append(f"group {HEAD!r} holds {members[HEAD][:4]}, but the classifier's parameters are {head[:4]}")
     if problems:
         raise LtrainError(
-            "freeze.groups is refused: " + "; ".join(problems) + ".\nWhat the patterns matched (bottom -> top):\n"
+            "freeze.groups is refused: "
+            + "; ".join(problems)
+            + ".\nWhat the patterns matched (bottom -> top):\n"
             + _table(model, groups)
             + "\nThe network's modules: "
             + ", ".join(n for n, c in model.named_children())
@@ -115,8 +117,7 @@ def format_groups(model: nn.Module, groups: Sequence[LayerGroup] | None = None) 
 def _table(model: nn.Module, groups: list[LayerGroup]) -> str:
     params = dict(model.named_parameters())
     rows = [
-        (i, g.name, len(g.param_names), sum(params[n].numel() for n in g.param_names))
-        for i, g in enumerate(groups)
+        (i, g.name, len(g.param_names), sum(params[n].numel() for n in g.param_names)) for i, g in enumerate(groups)
     ]
     width = max([len("group")] + [len(r[1]) for r in rows])
     lines = [f"{'#':>3}  {'group':<{width}}  {'tensors':>7}  {'parameters':>12}"]
