@@ -209,7 +209,8 @@ def classifier_names(model: nn.Module) -> list[str]:
 
     timm's ``get_classifier()`` when the model has it (empty for ``num_classes=0``); otherwise the last
     top-level child holding parameters, if it is an ``nn.Linear`` or ends with one (``nn.Sequential(...,
-    nn.Linear)``): a block ending in an activation, a norm or a pooling is part of a trunk, not a head.
+    nn.Linear)``) and, in an ``nn.Sequential``, the last module: a block ending in an activation, a norm
+    or a pooling, or followed by one, is part of a trunk, not a head.
     """
     model = unwrap(model)
     get = getattr(model, "get_classifier", None)
@@ -222,6 +223,8 @@ def classifier_names(model: nn.Module) -> list[str]:
     if not holders:
         return []
     name, last = holders[-1]
+    if isinstance(model, nn.Sequential) and last is not model[-1]:
+        return []  # something (an activation, pooling) runs after it: the output is not its logits
     leaf = last
     while len(list(leaf.children())) > 0 and isinstance(leaf, nn.Sequential):
         leaf = list(leaf.children())[-1]
