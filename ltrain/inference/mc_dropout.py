@@ -29,7 +29,6 @@ from torch import nn
 
 from ltrain.errors import LtrainError
 from ltrain.inference.sites import (
-    DropoutCensus,
     DropoutMasks,
     DropoutSite,
     _seed_for,
@@ -137,26 +136,26 @@ def mc_dropout(
     net = find_network(model, None, "mc_dropout")
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
-    census = dropout_census(net, x[:2], drop_path)
-    if census.unhooked(is_timm_classifier(net) and float(getattr(net, "drop_rate", 0) or 0) > 0):
-        # dropout ltrain's hooks cannot reach (F.dropout in user code, dropout_p of fused attention):
-        # sample it as training mode applies it, every other layer held in inference mode
-        if path == "fast":
-            raise LtrainError(
-                f"mc.path=fast is not possible for {type(net).__name__}: it applies dropout outside dropout "
-                f"modules ({census.describe()}). Use mc.path=auto"
-            )
-        logits = _train_mode_samples(net, x, samples, seed, drop_path)
-        _refuse_identical(net, logits, census)
-        return MCPrediction(
-            logits.float().softmax(-1), seed, "train_mode", f"dropout outside modules: {census.describe()}", []
-        )
+    timm_model = is_timm_classifier(net)
+    # A timm model's own dropouts are modules, its functional head dropout (hooked below) or attention
+    # dropout inside fused attention (its attn_drop module then never runs: found below, for free). Any
+    # other network may call F.dropout anywhere: one pass on one example counts every dropout call.
+    census = None if timm_model else dropout_census(net, x[:1], drop_path)
+    if census is not None and census.unhooked(False):
+        return _sample_in_train_mode(net, x, samples, seed, drop_path, path, census.describe())
     with eval_mode_restored(net), torch.no_grad(), DropoutMasks(module_sites(net, drop_path), seed, len(x)) as masks:
         features = None
-        if is_timm_classifier(net):
+        if timm_model:
             masks.watch()
             features = net.forward_features(x) if path != "naive" else net.forward_features(x[:2])
             trunk_fires = list(masks.inert_fires)
+            masks.watch()
+            net.forward_head(features[:1], pre_logits=True)
+            silent = [s for s in masks.sites if s not in trunk_fires and s not in masks.inert_fires]
+            if silent:  # e.g. timm Attention with fused_attn: dropout_p=attn_drop.p inside the SDPA kernel
+                masks.close()
+                why = f"dropout modules that never run, their rate applied inside fused attention: {silent[0].name}"
+                return _sample_in_train_mode(net, x, samples, seed, drop_path, path, why)
             head = functional_head_dropout(net, features[:2])
             if head is not None:
                 masks.add(head)
@@ -174,19 +173,34 @@ def mc_dropout(
             raise LtrainError(f"mc.path=fast is not possible for {type(net).__name__}: {note}. Use mc.path=auto")
         if tail is None:
             logits = _naive(net, x, samples, masks)
-            _refuse_identical(net, logits, census)
+            _refuse_identical(net, logits, f"sites {names}")
             return MCPrediction(logits.float().softmax(-1), seed, "naive", note, names)
         prefix_out, run_tail = tail
         logits = _batched(run_tail, prefix_out, samples, masks, chunk_size, max_memory_mb)
-        _refuse_identical(net, logits, census)
+        _refuse_identical(net, logits, f"sites {names}")
         return MCPrediction(logits.float().softmax(-1), seed, "fast", "", names)
 
 
-def _refuse_identical(net: nn.Module, logits: torch.Tensor, census: DropoutCensus) -> None:
+def _sample_in_train_mode(
+    net: nn.Module, x: torch.Tensor, samples: int, seed: int, drop_path: bool, path: str, why: str
+) -> MCPrediction:
+    """Dropout ltrain's hooks cannot reach (F.dropout in user code, dropout_p of fused attention): sample it
+    as training mode applies it, every other layer held in inference mode."""
+    if path == "fast":
+        raise LtrainError(
+            f"mc.path=fast is not possible for {type(net).__name__}: it applies dropout outside what ltrain can "
+            f"hook ({why}). Use mc.path=auto"
+        )
+    logits = _train_mode_samples(net, x, samples, seed, drop_path)
+    _refuse_identical(net, logits, why)
+    return MCPrediction(logits.float().softmax(-1), seed, "train_mode", f"sampled in training mode: {why}", [])
+
+
+def _refuse_identical(net: nn.Module, logits: torch.Tensor, why: str) -> None:
     """T > 1 identical samples are no uncertainty estimate: say so instead of returning them."""
     if len(logits) > 1 and all(torch.equal(logits[0], t) for t in logits[1:]):
         raise LtrainError(
-            f"every MC-dropout sample of {type(net).__name__} came out identical ({census.describe()}): no dropout "
+            f"every MC-dropout sample of {type(net).__name__} came out identical ({why}): no dropout "
             "ltrain can sample changes the output, so this would be no uncertainty estimate. Add dropout the network "
             "applies in training mode (nn.Dropout, F.dropout(..., training=self.training), timm drop_rate)"
         )

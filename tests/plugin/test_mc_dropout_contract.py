@@ -72,7 +72,7 @@ def test_attention_dropout_only_vit_is_sampled_not_returned_identical():
     ).eval()
     x = torch.randn(2, 3, 32, 32)
     pred = mc_dropout(vit, x, samples=6, seed=0)
-    assert pred.path == "train_mode" and "attention" in pred.note
+    assert pred.path == "train_mode" and "fused attention" in pred.note
     assert not all(torch.equal(pred.samples[0], s) for s in pred.samples[1:])
     assert all(not m.training for m in vit.modules())
 
