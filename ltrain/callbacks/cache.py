@@ -8,13 +8,19 @@ Lightning (which has no such callback) and why it is built this way:
   and proven on a probe batch (:func:`ltrain.models.split.split_model`); the frozen part runs in eval mode
   (BN on running statistics, as FreezeSchedule keeps frozen BN); a random augmentation, a random layer
   in the frozen part or ``FreezeSchedule(bn="train")`` is refused with the reason.
-- **Same batches.** While it is live the DataModule's train/val loaders are the originals' twins over a
-  :class:`SwitchableDataset` — same sampler object, batch size, collate — yielding example ``i``'s features
-  instead of its image; the network's ``forward`` is replaced (on the instance, so its ``state_dict`` and
-  checkpoints are untouched) by the suffix. Dropping the cache flips both back: the same loaders then
-  yield images again, and ``forward`` is the model's own.
-- **Dropped when it goes stale.** At each epoch start (after FreezeSchedule has applied its phase) a
-  trainable parameter below the cut drops the cache for the rest of the run.
+- **Any loader source, any callback order.** Lightning's train/val loader sources (a DataModule, the
+  LightningModule's hooks, loaders given to ``fit``; no val loader is fine) are wrapped: every loader is
+  handed out as its twin over a :class:`SwitchableDataset` — same sampler object, batch size, collate —
+  serving images until the features exist and example ``i``'s features after. The features are computed
+  when the twin's sampler first runs (the first batch), i.e. after EVERY callback's ``on_fit_start``
+  whatever the list order, and also when ``estimated_stepping_batches`` built the loader in
+  ``configure_optimizers``. The network's ``forward`` is replaced (on the instance, so its ``state_dict``
+  and checkpoints are untouched) by the suffix; dropping the cache flips both back.
+- **Fresh, or refused.** The frozen prefix's tensors are fingerprinted (version counters, storage,
+  sha256) when the features are computed. Before each epoch's iterator is created (after every epoch-start
+  hook) a trainable parameter below the cut drops the cache, and a frozen tensor something rewrote is a
+  recompute; a change found at a batch start (mid-epoch, where features are already loaded) is refused,
+  naming the tensor.
 - **Keyed, opt-in reuse.** ``storage="disk"`` writes one safetensors file per (key, split, rank); with
   ``reuse=True`` a later run with the same key (frozen weights, data description, split, transform, cut,
   shard) reads it; any difference is another key, hence a recompute.
@@ -25,7 +31,7 @@ Lightning (which has no such callback) and why it is built this way:
 Example::
 
     trainer = L.Trainer(callbacks=[FreezeSchedule([{"trainable": "head"}]), FrozenFeatureCache()])
-    trainer.fit(module, datamodule=dm)   # FrozenFeatureCache must come after FreezeSchedule
+    trainer.fit(module, datamodule=dm)   # any callback order; train_dataloaders=... works as well
 """
 
 from __future__ import annotations
