@@ -46,3 +46,14 @@ def test_a_trunk_without_classifier_has_no_head_group():
 def test_a_missing_attribute_names_the_children():
     with pytest.raises(LtrainError, match=r"NetModule.model.*\['net'\]"):
         find_network(NetModule(mlp()), "model")
+
+
+def test_fold_batchnorm_accepts_a_lightning_module_and_a_compiled_network():
+    from ltrain.export import fold_batchnorm
+
+    net = tiny_resnet().eval()
+    x = torch.randn(2, 1, 32, 32)
+    for given in (NetModule(net), torch.compile(net, backend="eager")):
+        folded, report = fold_batchnorm(given, x)
+        assert report.folded and type(folded).__name__ == type(net).__name__
+        torch.testing.assert_close(folded(x), net(x), rtol=1e-4, atol=1e-4)
