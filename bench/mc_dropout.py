@@ -9,7 +9,9 @@ other processes hits every side alike. The naive loop is ``mc_dropout(..., path=
 forward passes with the same dropout masks as the fast path (what wrappers such as baal's
 MCDropoutModule do, but with timm's functional head dropout really active).
 
-Targets (issue 8): (a) fast <= 1.5x one forward pass for T = 30; (b) fast faster than the naive loop.
+Targets (issue 15): (a) timm resnet18, T = 30: fast <= 1.15x one forward pass; (b) the chapter's MLP
+(dropout after every hidden layer, batch 1024), T = 30: fast <= 40x one forward pass (the stochastic tail
+alone is about 30x: ELU and the 100x100 matmuls of 30 samples; the masks are drawn as 24-bit integers).
 """
 
 from __future__ import annotations
@@ -83,12 +85,14 @@ def main() -> None:
         f"MC dropout cost, T = {args.samples}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
         "median of interleaved repeats; cost = seconds / seconds of one deterministic forward pass"
     )
-    print(f"{'case':<66} {'forward s':>10} {'fast x':>8} {'naive x':>8} {'naive/fast':>10}")
-    for label, (model, x, repeats) in cases.items():
+    print(f"{'case':<66} {'forward s':>10} {'fast x':>8} {'naive x':>8} {'naive/fast':>10} {'target':>8}")
+    for (label, (model, x, repeats)), target in zip(cases.items(), (1.15, 40.0), strict=True):
         t = compare(model, x, args.samples, repeats)
+        ratio = t["fast"] / t["forward"]
+        verdict = "ok" if ratio <= target else "MISSED"
         print(
-            f"{label:<66} {t['forward']:>10.4f} {t['fast'] / t['forward']:>8.2f} {t['naive'] / t['forward']:>8.2f} "
-            f"{t['naive'] / t['fast']:>10.2f}"
+            f"{label:<66} {t['forward']:>10.4f} {ratio:>8.2f} {t['naive'] / t['forward']:>8.2f} "
+            f"{t['naive'] / t['fast']:>10.2f} {'<= ' + str(target):>8} {verdict}"
         )
 
 

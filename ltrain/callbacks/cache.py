@@ -8,13 +8,19 @@ Lightning (which has no such callback) and why it is built this way:
   and proven on a probe batch (:func:`ltrain.models.split.split_model`); the frozen part runs in eval mode
   (BN on running statistics, as FreezeSchedule keeps frozen BN); a random augmentation, a random layer
   in the frozen part or ``FreezeSchedule(bn="train")`` is refused with the reason.
-- **Same batches.** While it is live the DataModule's train/val loaders are the originals' twins over a
-  :class:`SwitchableDataset` — same sampler object, batch size, collate — yielding example ``i``'s features
-  instead of its image; the network's ``forward`` is replaced (on the instance, so its ``state_dict`` and
-  checkpoints are untouched) by the suffix. Dropping the cache flips both back: the same loaders then
-  yield images again, and ``forward`` is the model's own.
-- **Dropped when it goes stale.** At each epoch start (after FreezeSchedule has applied its phase) a
-  trainable parameter below the cut drops the cache for the rest of the run.
+- **Any loader source, any callback order.** Lightning's train/val loader sources (a DataModule, the
+  LightningModule's hooks, loaders given to ``fit``; no val loader is fine) are wrapped: every loader is
+  handed out as its twin over a :class:`SwitchableDataset` — same sampler object, batch size, collate —
+  serving images until the features exist and example ``i``'s features after. The features are computed
+  when the twin's sampler first runs (the first batch), i.e. after EVERY callback's ``on_fit_start``
+  whatever the list order, and also when ``estimated_stepping_batches`` built the loader in
+  ``configure_optimizers``. The network's ``forward`` is replaced (on the instance, so its ``state_dict``
+  and checkpoints are untouched) by the suffix; dropping the cache flips both back.
+- **Fresh, or refused.** The frozen prefix's tensors are fingerprinted (version counters, storage,
+  sha256) when the features are computed. Before each epoch's iterator is created (after every epoch-start
+  hook) a trainable parameter below the cut drops the cache, and a frozen tensor something rewrote is a
+  recompute; a change found at a batch start (mid-epoch, where features are already loaded) is refused,
+  naming the tensor.
 - **Keyed, opt-in reuse.** ``storage="disk"`` writes one safetensors file per (key, split, rank); with
   ``reuse=True`` a later run with the same key (frozen weights, data description, split, transform, cut,
   shard) reads it; any difference is another key, hence a recompute.
@@ -25,22 +31,26 @@ Lightning (which has no such callback) and why it is built this way:
 Example::
 
     trainer = L.Trainer(callbacks=[FreezeSchedule([{"trainable": "head"}]), FrozenFeatureCache()])
-    trainer.fit(module, datamodule=dm)   # FrozenFeatureCache must come after FreezeSchedule
+    trainer.fit(module, datamodule=dm)   # any callback order; train_dataloaders=... works as well
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.connectors.data_connector import _DataLoaderSource
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ltrain.callbacks.cache_data import (
     CachedFeatures,
@@ -51,12 +61,11 @@ from ltrain.callbacks.cache_data import (
     load_features,
     save_features,
 )
-from ltrain.callbacks.network import find_network
 from ltrain.errors import LtrainError
+from ltrain.models.network import find_network
 from ltrain.models.split import ModelSplit, eval_mode, split_model
 
 STORAGES = ("memory", "disk")
-SPLITS = {"train": "train_dataloader", "val": "val_dataloader"}
 
 
 def default_cache_dir() -> Path:
@@ -76,7 +85,8 @@ class FrozenFeatureCache(Callback):
         views: with a random training augmentation, precompute this many augmented views per example
             (epoch e trains on view e mod views); None refuses random augmentations.
         batch_size: batch size of the precomputation (default: the DataModule's ``eval_batch_size`` or 256).
-        model_attr: the LightningModule attribute holding the network (None: the module itself).
+        model_attr: the LightningModule attribute holding the network; None finds it
+            (:func:`ltrain.models.network.find_network`: compiled and DDP wrappers are looked through).
     """
 
     def __init__(
@@ -87,7 +97,7 @@ class FrozenFeatureCache(Callback):
         max_gb: float = 4.0,
         views: int | None = None,
         batch_size: int | None = None,
-        model_attr: str | None = "model",
+        model_attr: str | None = None,
     ):
         if storage not in STORAGES:
             raise LtrainError(f"cache.storage={storage!r} is not one of {list(STORAGES)}")
@@ -104,7 +114,17 @@ class FrozenFeatureCache(Callback):
         self.sources: dict[str, str] = {}  # split -> "computed" | path read
         self.files: dict[str, Path] = {}  # split -> this rank's file (disk storage)
         self.dropped_at_epoch: int | None = None
+        self.recomputed: list[int] = []  # epochs at whose start the features were recomputed (frozen weights changed)
+        self.fingerprint: Fingerprint | None = None
+        self._loops: dict[str, Any] = {}
+        self._sources: dict[str, _DataLoaderSource] = {}
+        self._indices: dict[str, torch.Tensor] = {}
+        self._views: dict[str, int] = {}
         self._datamodule: Any = None
+        self._trainer: L.Trainer | None = None
+        self._fit_started = self._prepared = False
+        self._switch_split: dict[int, str] = {}
+        self._early_workers: set[str] = set()
         self._datasets: dict[str, Dataset] = {}
         self._samplers: dict[str, Any] = {}
         self._switches: list[SwitchableDataset] = []
@@ -119,38 +139,52 @@ class FrozenFeatureCache(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        _check_callback_order(trainer, self)
-        dm = trainer.datamodule
-        if dm is None:
-            raise LtrainError(
-                "FrozenFeatureCache serves the loaders of a LightningDataModule: call "
-                "trainer.fit(module, datamodule=dm), not fit(module, train_dataloaders=...)"
+        _check_bn_policy(trainer)
+        self._loops = {"train": trainer.fit_loop, "val": trainer.fit_loop.epoch_loop.val_loop}
+        self._sources = {split: loop._data_source for split, loop in self._loops.items()}
+        for split, loop in self._loops.items():
+            loop._data_source = _CachedSource(
+                self._sources[split].instance, self._sources[split].name, wrap=functools.partial(self._loader, split)
             )
-        self._datamodule = dm
-        originals = {split: getattr(dm, hook) for split, hook in SPLITS.items()}
-        for split, hook in SPLITS.items():
-            setattr(dm, hook, lambda split=split, original=originals[split]: self._loader(split, original()))
-        self._originals = originals
+        self._datamodule, self._trainer = trainer.datamodule, trainer
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # The features are computed when Lightning next asks for a loader: after EVERY callback's
+        # on_fit_start (FreezeSchedule's freezing, whatever order the callbacks are in), before any batch.
+        self._fit_started = True
+        for split, loop in self._loops.items():
+            if split in self._early_workers:  # worker processes already hold the dataset: build the loader again
+                loop._combined_loader = None
+
+    def _prepare(self) -> None:
+        """Cut the network at its topmost frozen group and compute (or read) the features of every split."""
+        self._prepared = True
+        trainer = self._trainer
+        pl_module = trainer.lightning_module
         model = self._find_model(pl_module)
-        self._datasets = {split: original().dataset for split, original in self._originals.items()}
-        probe = torch.stack([self._datasets["val"][i][0] for i in range(min(8, len(self._datasets["val"])))])
-        split = split_model(model, probe.to(pl_module.device))
+        self._datasets = {
+            split: _dataset_of(source.dataloader(), split)
+            for split, source in self._sources.items()
+            if source.is_defined() and (split == "train" or trainer.limit_val_batches != 0)
+        }
+        train = self._datasets["train"]
+        probe = torch.stack([_input_of(train[i]) for i in range(min(8, len(train)))]).to(pl_module.device)
+        split = split_model(model, probe)
         if split is None:
             rank_zero_info("FrozenFeatureCache: no frozen layer group below the trainable ones; training uncached")
             return
         for name, ds in self._datasets.items():
             _check_deterministic(ds, name, self.views if name == "train" else None)
+        self._precision = trainer.precision_plugin
         indices = self._shards(trainer)
         views = {"train": self.views or 1, "val": 1}
-        with torch.no_grad(), eval_mode(model):
-            per_example = split.prefix(probe[:1].to(pl_module.device))[0]
+        with torch.no_grad(), eval_mode(model), self._precision.forward_context():
+            per_example = split.prefix(probe[:1])[0]
         total = per_example.numel() * per_example.element_size() * sum(views[s] * len(i) for s, i in indices.items())
         rank_zero_info(
             f"FrozenFeatureCache: caching the output of {split.cut!r} {tuple(per_example.shape)} "
-            f"for {len(indices['train'])} train x {views['train']} view(s) + {len(indices['val'])} val "
-            f"examples per rank: {total / 2**20:.1f} MiB ({self.storage})"
+            f"({per_example.dtype}) for {len(indices['train'])} train x {views['train']} view(s) + "
+            f"{len(indices.get('val', ()))} val examples per rank: {total / 2**20:.1f} MiB ({self.storage})"
         )
         if total > self.max_gb * 2**30:
             raise LtrainError(
@@ -162,36 +196,67 @@ class FrozenFeatureCache(Callback):
                 f"FrozenFeatureCache: {self.views} precomputed augmented views per example; epoch e "
                 f"trains on view e mod {self.views}, not on a fresh augmentation"
             )
-        parts = self._key_parts(split, trainer)
-        state = split.prefix_state()
-        for name, idx in indices.items():
-            key = cache_key(
-                {
-                    **parts,
-                    "split": name,
-                    "views": views[name],
-                    "indices": _digest(idx),
-                    "transform": repr(getattr(self._datasets[name], "transform", None)),
-                },
-                state,
-            )
-            self.cached[name] = self._load_or_compute(trainer, split, model, name, idx, views[name], key)
-        self.split, self._model = split, model
+        self.split, self._model, self._indices, self._views = split, model, indices, views
+        self._fill(trainer)
+        for switch in self._switches:  # loaders handed out before the features existed serve them from now on
+            switch.cached = self.cached.get(self._switch_split[id(switch)])
         model.forward = split.suffix  # the instance attribute shadows the class's forward; del restores it
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for switch in self._switches:
             switch.set_epoch(trainer.current_epoch)  # picks the epoch's view; the dataset's own set_epoch too
+
+    def _before_iter(self, split: str, workers: int) -> None:
+        """A cached loader is about to be iterated (an epoch's first batch is next): drop or refresh the cache.
+
+        Runs after every callback's epoch-start hook, so a group FreezeSchedule unfroze below the cut drops
+        the cache, and frozen tensors something rewrote since the features were computed are recomputed.
+        """
+        if not self._fit_started:
+            if workers > 0:
+                self._early_workers.add(split)
+            return
         if self.split is None:
             return
+        epoch = self._trainer.current_epoch
         unfrozen = [n for n, p in self.split.prefix_state().items() if isinstance(p, nn.Parameter) and p.requires_grad]
         if unfrozen:
             self._drop()
-            self.dropped_at_epoch = trainer.current_epoch
+            self.dropped_at_epoch = epoch
             rank_zero_info(
-                f"FrozenFeatureCache: dropped at epoch {trainer.current_epoch}: {unfrozen[0]} (and "
+                f"FrozenFeatureCache: dropped at epoch {epoch}: {unfrozen[0]} (and "
                 f"{len(unfrozen) - 1} more) below the cut now train; continuing on the full model"
             )
+            return
+        changed = self.fingerprint.changed(self.split.prefix_state())
+        if changed:
+            rank_zero_info(f"FrozenFeatureCache: {changed[0]} changed since the features were computed; recomputing")
+            self._fill(self._trainer)
+            self.recomputed.append(epoch)
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.split is None:
+            return
+        trainable = [n for n, p in self.split.prefix_state().items() if isinstance(p, nn.Parameter) and p.requires_grad]
+        if trainable:
+            raise LtrainError(
+                f"FrozenFeatureCache: {trainable[0]} (below the cached cut {self.split.cut!r}) became trainable "
+                f"during epoch {trainer.current_epoch}, after this epoch's batches were served from the cache: "
+                "unfreeze at an epoch start (FreezeSchedule phases) or drop the cache option"
+            )
+        changed = self.fingerprint.changed(self.split.prefix_state())
+        if changed:
+            self._refuse_stale(changed, f"during epoch {trainer.current_epoch}, before batch {batch_idx}")
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self.split is not None and "val" in self.cached:
+            changed = self.fingerprint.changed(self.split.prefix_state())
+            if changed:
+                self._refuse_stale(changed, f"before validation batch {batch_idx}")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":
@@ -201,20 +266,29 @@ class FrozenFeatureCache(Callback):
         self._restore()
 
     # ---- the work -------------------------------------------------------------------------------
-    def _loader(self, split: str, loader: DataLoader) -> DataLoader:
-        """The original loader while nothing is cached; else its twin over the cached features."""
-        if split not in self.cached:
-            return loader
+    def _loader(self, split: str, loader: Any) -> Any:
+        """A twin of Lightning's loader over a :class:`SwitchableDataset`: images until the features exist.
+
+        The twin is handed out from the first request on, even one made before fit start (the standard
+        ``estimated_stepping_batches`` in configure_optimizers builds the train loader and its iterator
+        then), so Lightning keeps ONE iterator, with the same shuffling draws as an uncached run. The
+        features are computed when its sampler first runs (the first batch), after every callback's
+        on_fit_start; a loader that is not a DataLoader is passed through (refused if it must be cached).
+        """
         if not isinstance(loader, DataLoader) or loader.batch_size is None:
-            raise LtrainError(
-                f"FrozenFeatureCache needs the {split} loader to be a DataLoader with a batch_size "
-                f"(got {type(loader).__name__}); drop the cache option"
-            )
-        switch = SwitchableDataset(loader.dataset, self.cached[split])
+            self._ensure_prepared()
+            return loader
+        trainer = self._trainer
+        switch = SwitchableDataset(loader.dataset, self.cached.get(split) if self.split is not None else None)
         self._switches.append(switch)
-        sampler = self._samplers.get(split, loader.sampler)
-        return DataLoader(
+        self._switch_split[id(switch)] = split
+        if trainer.world_size > 1:
+            sampler = self._sampler_for(split, loader.dataset)
+        else:
+            sampler = _NotifyingSampler(loader.sampler, self._ensure_prepared)
+        return _CacheLoader(
             switch,
+            before_iter=functools.partial(self._before_iter, split, loader.num_workers),
             batch_size=loader.batch_size,
             sampler=sampler,
             num_workers=loader.num_workers,
@@ -225,20 +299,35 @@ class FrozenFeatureCache(Callback):
             generator=loader.generator,
         )
 
+    def _sampler_for(self, split: str, dataset: Dataset) -> ShardShuffleSampler:
+        """Under DDP, the fixed-shard sampler of ``split`` (made once; the same for every loader of the split)."""
+        if split not in self._samplers:
+            trainer = self._trainer
+            seed = torch.initial_seed() if split == "train" else 0
+            sampler = ShardShuffleSampler(
+                dataset, trainer.world_size, trainer.global_rank, seed, shuffle=split == "train"
+            )
+            sampler.on_iter = self._ensure_prepared
+            self._samplers[split] = sampler
+        return self._samplers[split]
+
+    def _ensure_prepared(self) -> None:
+        if self._fit_started and not self._prepared:
+            with torch.random.fork_rng(devices=[]):  # the uncached run draws the same random numbers after this
+                self._prepare()
+
     def _shards(self, trainer: L.Trainer) -> dict[str, torch.Tensor]:
         """The global indices each split's sampler gives this rank (all of them in one process)."""
-        world, rank = trainer.world_size, trainer.global_rank
-        if world == 1:
+        if trainer.world_size == 1:
             return {s: torch.arange(len(ds)) for s, ds in self._datasets.items()}
-        self._samplers = {
-            "train": ShardShuffleSampler(self._datasets["train"], world, rank, seed=torch.initial_seed()),
-            "val": ShardShuffleSampler(self._datasets["val"], world, rank, seed=0, shuffle=False),
-        }
-        return {s: torch.tensor(sorted(set(sampler.shard))) for s, sampler in self._samplers.items()}
+        return {s: torch.tensor(sorted(set(self._sampler_for(s, ds).shard))) for s, ds in self._datasets.items()}
 
     def _key_parts(self, split: ModelSplit, trainer: L.Trainer) -> dict[str, Any]:
         dm = self._datamodule
-        data = dm.describe() if hasattr(dm, "describe") else type(dm).__name__
+        if dm is not None:
+            data = dm.describe() if hasattr(dm, "describe") else type(dm).__name__
+        else:
+            data = {s: f"{type(ds).__name__}[{len(ds)}]" for s, ds in self._datasets.items()}
         return {
             "data": data,
             "cut": split.cut,
@@ -285,13 +374,14 @@ class FrozenFeatureCache(Callback):
         device = next(model.parameters()).device
         batch = self.batch_size or getattr(self._datamodule, "eval_batch_size", None) or 256
         per_view, labels = [], []
-        with torch.no_grad(), eval_mode(model):
+        with torch.no_grad(), eval_mode(model), self._precision.forward_context():
             for view in range(views):
                 if views > 1:
                     dataset.set_epoch(view)  # the augmentation epoch `view` of an uncached run would draw
                 chunks = []
                 for start in range(0, len(indices), batch):
                     items = [dataset[int(i)] for i in indices[start : start + batch]]
+                    # the dtype the trunk produced (bf16 under bf16-mixed): what the uncached suffix receives
                     chunks.append(split.prefix(torch.stack([x for x, _ in items]).to(device)).cpu())
                     if view == 0:
                         labels += [torch.as_tensor(y) for _, y in items]
@@ -312,52 +402,202 @@ class FrozenFeatureCache(Callback):
 
     def _restore(self) -> None:
         self._drop(free=False)  # at the end of fit the features stay readable (``cached``) until the callback goes
-        dm = self._datamodule
-        if dm is not None:
-            for hook in SPLITS.values():
-                dm.__dict__.pop(hook, None)
-        self._datamodule, self._switches = None, []
+        for split, loop in self._loops.items():
+            loop._data_source = self._sources[split]
+        self._loops, self._sources, self._datamodule, self._switches = {}, {}, None, []
+        self._trainer, self._fit_started, self._prepared = None, False, False
+        self._switch_split, self._early_workers = {}, set()
+
+    def _fill(self, trainer: L.Trainer) -> None:
+        """Compute (or read) every split's features from the frozen prefix as it is now; fingerprint it."""
+        split, model = self.split, self._model
+        state = split.prefix_state()
+        parts = self._key_parts(split, trainer)
+        for name, idx in self._indices.items():
+            key = cache_key(
+                {
+                    **parts,
+                    "split": name,
+                    "views": self._views[name],
+                    "indices": _digest(idx),
+                    "transform": repr(getattr(self._datasets[name], "transform", None)),
+                },
+                state,
+            )
+            fresh = self._load_or_compute(trainer, split, model, name, idx, self._views[name], key)
+            if name in self.cached:  # recomputed: the loaders' datasets hold this object
+                self.cached[name].features = fresh.features
+            else:
+                self.cached[name] = fresh
+        self.fingerprint = Fingerprint(state)
+
+    def _refuse_stale(self, changed: list[str], when: str) -> None:
+        raise LtrainError(
+            f"FrozenFeatureCache: the frozen {changed[0]} (below the cached cut {self.split.cut!r}"
+            + (f"; and {len(changed) - 1} more" if len(changed) > 1 else "")
+            + f") changed {when}, after its features were computed, so the next step would train on stale "
+            "features. Something writes frozen weights or buffers mid-epoch (a callback, the LightningModule): "
+            "let it skip frozen tensors or act at an epoch end, or drop the cache option"
+        )
 
     def _find_model(self, pl_module: L.LightningModule) -> nn.Module:
         return find_network(pl_module, self.model_attr, "FrozenFeatureCache")
 
 
-def _check_callback_order(trainer: L.Trainer, cache: FrozenFeatureCache) -> None:
-    """FreezeSchedule must freeze (fit start) and unfreeze (epoch start) before the cache looks."""
+def _check_bn_policy(trainer: L.Trainer) -> None:
+    """FreezeSchedule(bn='train') moves frozen BN statistics every step: the frozen output is not fixed."""
     from ltrain.callbacks.freeze import FreezeSchedule
 
-    position = trainer.callbacks.index(cache)
-    for i, cb in enumerate(trainer.callbacks):
-        if isinstance(cb, FreezeSchedule):
-            if i > position:
-                raise LtrainError(
-                    "put FrozenFeatureCache after FreezeSchedule in the trainer's callbacks: the cache "
-                    "must see the frozen groups after the schedule has applied its phase"
-                )
-            if cb.bn == "train":
-                raise LtrainError(
-                    "FreezeSchedule(bn='train') updates frozen BatchNorm statistics every step, so the "
-                    "frozen layers' output changes and cannot be cached: use freeze.bn=eval or drop "
-                    "the cache option"
-                )
+    for cb in trainer.callbacks:
+        if isinstance(cb, FreezeSchedule) and cb.bn == "train":
+            raise LtrainError(
+                "FreezeSchedule(bn='train') updates frozen BatchNorm statistics every step, so the "
+                "frozen layers' output changes and cannot be cached: use freeze.bn=eval or drop "
+                "the cache option"
+            )
+
+
+class _NotifyingSampler(Sampler):
+    """``sampler`` unchanged, calling ``before`` when an epoch's indices are first drawn (the first fetch)."""
+
+    def __init__(self, sampler: Sampler, before: Callable[[], None]):
+        self.sampler, self.before = sampler, before
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __getattr__(self, name: str) -> Any:  # set_epoch and whatever else Lightning asks the sampler for
+        if name in ("sampler", "before"):
+            raise AttributeError(name)
+        return getattr(self.sampler, name)
+
+    def __iter__(self):
+        self.before()
+        return iter(self.sampler)
+
+
+class _CacheLoader(DataLoader):
+    """A DataLoader that tells the cache when an epoch's iterator is about to be created."""
+
+    def __init__(self, *args: Any, before_iter: Callable[[], None], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.before_iter = before_iter
+
+    def __iter__(self):
+        self.before_iter()
+        return super().__iter__()
+
+
+@dataclass
+class _CachedSource(_DataLoaderSource):
+    """Lightning's loader source (DataModule hook, LightningModule hook or loaders given to ``fit``), wrapped."""
+
+    wrap: Callable[[Any], Any] | None = None
+
+    def dataloader(self) -> Any:
+        return self.wrap(super().dataloader())
+
+
+def _dataset_of(loader: Any, split: str) -> Dataset:
+    if not isinstance(loader, DataLoader) or loader.batch_size is None:
+        raise LtrainError(
+            f"FrozenFeatureCache serves the {split} loader's dataset from the cache, so it needs one DataLoader "
+            f"with a batch_size (got {type(loader).__name__}); drop the cache option"
+        )
+    return loader.dataset
+
+
+def _input_of(item: Any) -> torch.Tensor:
+    if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], torch.Tensor)):
+        raise LtrainError(
+            f"FrozenFeatureCache needs dataset items (input tensor, label); got {type(item).__name__}: drop the cache option"
+        )
+    return item[0]
+
+
+class Fingerprint:
+    """What the frozen prefix's tensors were when the features were computed: cheap to check every step.
+
+    Each tensor's version counter and storage pointer are compared (in-place writes bump the counter,
+    ``.data =`` replaces the storage); only when one moved is its content hashed and compared, so a
+    write that left the values as they were is not a change.
+    """
+
+    def __init__(self, state: dict[str, torch.Tensor]):
+        self.marks = {n: _mark(t) for n, t in state.items()}
+        self.digests = {n: _tensor_digest(t) for n, t in state.items()}
+
+    def changed(self, state: dict[str, torch.Tensor]) -> list[str]:
+        out = []
+        for name, t in state.items():
+            if name not in self.marks:
+                out.append(name)
+            elif _mark(t) != self.marks[name]:
+                if _tensor_digest(t) != self.digests[name]:
+                    out.append(name)
+                else:
+                    self.marks[name] = _mark(t)
+        return out
+
+
+def _mark(t: torch.Tensor) -> tuple[int, int]:
+    return t._version, t.data_ptr()
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    t = t.detach().cpu().contiguous()
+    return hashlib.sha256(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"").hexdigest()
+
+
+# torchvision transforms (v1 and v2) whose output depends only on their input: safe to cache.
+DETERMINISTIC_TORCHVISION = frozenset(
+    {
+        "Normalize", "Resize", "CenterCrop", "ToTensor", "PILToTensor", "ConvertImageDtype", "ToImage",
+        "ToDtype", "ToPureTensor", "Grayscale", "Pad", "Identity", "RGB",
+    }
+)  # fmt: skip
+
+
+def _random_parts(transform: Any) -> tuple[list[str], list[str]]:
+    """(random, unknown) names of the parts of ``transform``: torchvision Compose walked, ltrain's own asked."""
+    deterministic = getattr(transform, "deterministic", None)
+    if isinstance(deterministic, bool):
+        return ([] if deterministic else [repr(transform)]), []
+    cls = type(transform)
+    if cls.__module__.startswith("torchvision.transforms"):
+        if cls.__name__ == "Compose":
+            found = [_random_parts(t) for t in transform.transforms]
+            return [r for f in found for r in f[0]], [u for f in found for u in f[1]]
+        if cls.__name__ in DETERMINISTIC_TORCHVISION:
+            return [], []
+        return [repr(transform)], []  # RandomResizedCrop, ColorJitter, AutoAugment, GaussianBlur, ...
+    return [], [repr(transform)]
 
 
 def _check_deterministic(dataset: Dataset, split: str, views: int | None) -> None:
-    """Refuse a random transform (naming it) unless augmented views were asked for."""
+    """Refuse a random transform (naming it) unless augmented views were asked for.
+
+    Accepted: ltrain's transforms that say ``deterministic=True`` and torchvision's deterministic ones
+    (Normalize, Resize, CenterCrop, ToTensor, ... and a Compose of them). Refused by name: random
+    torchvision transforms and anything that does not say whether it is deterministic.
+    """
     transform = getattr(dataset, "transform", None)
     if transform is None:
         return
-    deterministic = getattr(transform, "deterministic", None)
-    if deterministic is True:
+    random, unknown = _random_parts(transform)
+    if not random and not unknown:
         return
-    if deterministic is False and views is not None:
+    if random and not unknown and views is not None:
         if not hasattr(dataset, "set_epoch"):
             raise LtrainError(
                 f"cache.views needs a {split} dataset with set_epoch (to draw view v as epoch v would); "
                 f"{type(dataset).__name__} has none"
             )
         return
-    why = "is random" if deterministic is False else "does not say whether it is deterministic (no .deterministic)"
+    if random:
+        why = f"is random ({', '.join(random)})" if random != [repr(transform)] else "is random"
+    else:
+        why = f"does not say whether it is deterministic ({', '.join(unknown)} has no .deterministic)"
     raise LtrainError(
         f"the {split} transform {transform!r} {why}: caching it would train every epoch on the same "
         "augmentation. Use data.augment=none, set cache.views=K to precompute K augmented views per "

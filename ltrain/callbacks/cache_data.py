@@ -135,8 +135,11 @@ class ShardShuffleSampler(DistributedSampler):
         seed %= 2**62  # torch.initial_seed() may use all 64 bits; DistributedSampler adds the epoch to it
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
         self.shard = list(super().__iter__())  # epoch 0 of the plain DistributedSampler
+        self.on_iter: Any = None  # called when an epoch's indices are first drawn (FrozenFeatureCache)
 
     def __iter__(self):
+        if self.on_iter is not None:
+            self.on_iter()
         if not self.shuffle:
             return iter(self.shard)
         gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 101 + self.rank) % 2**63)

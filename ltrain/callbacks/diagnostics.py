@@ -32,6 +32,7 @@ from torch import nn
 from ltrain.errors import LtrainError
 from ltrain.io import atomic_write_json
 from ltrain.models.activations import Arctan, BentIdentity, Maxout, Swish
+from ltrain.models.network import find_network
 
 ACTIVATION_TYPES = (
     nn.Sigmoid,
@@ -61,12 +62,6 @@ WEIGHT_LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 class DiagnosticsWarning(UserWarning):
     """A training-health warning from TrainingDiagnostics (bad initial loss, divergence)."""
-
-
-def network_of(pl_module: nn.Module) -> nn.Module:
-    """The network inside a LightningModule (``.model`` by ltrain's convention), else the module itself."""
-    model = getattr(pl_module, "model", None)
-    return model if isinstance(model, nn.Module) else pl_module
 
 
 def watched_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -136,6 +131,8 @@ class TrainingDiagnostics(Callback):
             kept); "raise" raises an LtrainError.
         out_dir: where diagnostics.json and diagnostics.png go (default: ``trainer.default_root_dir``).
         plots: write the PNG.
+        model_attr: the LightningModule attribute holding the network; None finds it
+            (:func:`ltrain.models.network.find_network`: compiled and DDP wrappers are looked through).
 
     Example::
 
@@ -152,6 +149,7 @@ class TrainingDiagnostics(Callback):
         on_divergence: str = "stop",
         out_dir: str | None = None,
         plots: bool = True,
+        model_attr: str | None = None,
     ):
         if every_n_steps < 1:
             raise LtrainError(f"TrainingDiagnostics needs every_n_steps >= 1, got {every_n_steps}")
@@ -166,6 +164,7 @@ class TrainingDiagnostics(Callback):
         self.on_divergence = on_divergence
         self.out_dir = out_dir
         self.plots = plots
+        self.model_attr = model_attr
         self.initial_loss: float | None = None
         self.stop_message: str | None = None
         self.history: list[dict[str, Any]] = []  # one row per recorded step
@@ -174,7 +173,7 @@ class TrainingDiagnostics(Callback):
 
     # -- hooks -------------------------------------------------------------------------------------
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._recorder = ActivationRecorder(network_of(pl_module))
+        self._recorder = ActivationRecorder(find_network(pl_module, self.model_attr, "TrainingDiagnostics"))
         self._recorder.recording = False
 
     def on_train_batch_start(
@@ -189,7 +188,7 @@ class TrainingDiagnostics(Callback):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         if self._row is None:
             return
-        for name, m in network_of(pl_module).named_modules():
+        for name, m in find_network(pl_module, self.model_attr, "TrainingDiagnostics").named_modules():
             if isinstance(m, WEIGHT_LAYER_TYPES) and m.weight.grad is not None:
                 self._row["layers"][name]["grad_norm"] = m.weight.grad.detach().norm().item()
 

@@ -9,14 +9,27 @@ dataset the epoch (its augmentations draw from a per-example generator) removes 
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.fabric.utilities.seed import seed_everything
 
 
 class EpochSeed(L.Callback):
     """Seed python, numpy and torch at each training batch from (seed, epoch, batch index).
 
+    What a user adds to get a bit-identical resume with shuffling and dropout: this callback, a
+    ``seed_everything(seed)`` before building the Trainer, and ``Trainer(deterministic=True)``. Dropout
+    masks then depend only on (seed, epoch, batch); a shuffling sampler that draws from torch's global
+    generator draws at the same point of the same seeded stream; a dataset with ``set_epoch(epoch)`` is
+    told the epoch (its augmentations should draw from a generator seeded by (seed, epoch, index)).
+
     Args:
         seed: the run's seed (default: ``torch.initial_seed()`` when fitting starts).
+
+    Example::
+
+        L.seed_everything(0)
+        trainer = L.Trainer(deterministic=True, callbacks=[EpochSeed(0), ModelCheckpoint(save_last=True)])
+        trainer.fit(module, datamodule=dm, ckpt_path="last")   # killed and rerun: the same final weights
     """
 
     def __init__(self, seed: int | None = None) -> None:
@@ -24,8 +37,6 @@ class EpochSeed(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.seed is None:
-            import torch
-
             self.seed = torch.initial_seed()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

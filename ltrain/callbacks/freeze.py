@@ -36,9 +36,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ltrain.callbacks.network import find_network
 from ltrain.errors import LtrainError, close_matches
-from ltrain.models.groups import HEAD, LayerGroup, format_groups, layer_groups
+from ltrain.models.groups import HEAD, LayerGroup, format_groups, groups_from_patterns, layer_groups
+from ltrain.models.network import find_network
 from ltrain.optim.param_groups import (
     group_lr_reference,
     scale_group_lrs,
@@ -47,7 +47,7 @@ from ltrain.optim.param_groups import (
     split_param_groups,
 )
 
-BN_POLICIES = ("eval", "train")
+BN_POLICIES = ("eval", "train", "frozen")
 MODES = ("min", "max")
 OTHER = "other"  # optimizer params outside the model: always trainable, rate unchanged
 
@@ -142,8 +142,15 @@ class FreezeSchedule(Callback):
         phases: a list of :class:`Phase` (or dicts with its fields); default: the book's recipe (head only
             for 4 epochs, then the head and the 2 groups below it at a tenth of the rate).
         bn: "eval" keeps BatchNorm layers of frozen groups in eval mode (running statistics frozen);
-            "train" lets them update their statistics.
-        model_attr: the LightningModule attribute holding the network; None means the module itself.
+            "train" lets them update their statistics; "frozen" keeps EVERY BatchNorm layer frozen (eval
+            mode, statistics and affine parameters fixed) even after its group unfreezes (Lightning's
+            ``train_bn=False``; the usual choice when fine-tuning on small batches).
+        groups: explicit layer groups ``{name: [module-name patterns]}``, bottom -> top, for networks
+            timm cannot group; refused with a table when a parameter is left out or ``head`` is not the
+            classifier (see :func:`ltrain.models.groups.groups_from_patterns`). Default: ``layer_groups``.
+        model_attr: the LightningModule attribute holding the network; None finds it
+            (:func:`ltrain.models.network.find_network`: the module's only child holding parameters, else
+            the module itself; torch.compile and DDP wrappers are looked through).
         verbose: log each phase change (rank zero).
     """
 
@@ -151,8 +158,9 @@ class FreezeSchedule(Callback):
         self,
         phases: Sequence[Phase | dict[str, Any]] | None = None,
         bn: str = "eval",
-        model_attr: str | None = "model",
+        model_attr: str | None = None,
         verbose: bool = True,
+        groups: dict[str, Sequence[str]] | None = None,
     ):
         if bn not in BN_POLICIES:
             raise LtrainError(f"freeze.bn={bn!r} is not one of {list(BN_POLICIES)}")
@@ -160,6 +168,7 @@ class FreezeSchedule(Callback):
         _check_phase_order(self.phases)
         self.bn = bn
         self.model_attr = model_attr
+        self.groups = dict(groups) if groups is not None else None
         self.verbose = verbose
         self.phase = 0  # index of the current phase
         self.pending = False  # the next phase's plateau trigger fired; start it at the next epoch
@@ -179,7 +188,7 @@ class FreezeSchedule(Callback):
         if stage != "fit":
             return
         model = self._find_model(pl_module)
-        groups = layer_groups(model)
+        groups = groups_from_patterns(model, self.groups) if self.groups is not None else layer_groups(model)
         for phase in self.phases:
             _resolve(phase, groups, model)  # invalid specs fail here, before any training
         named = dict(model.named_parameters())
@@ -275,14 +284,15 @@ class FreezeSchedule(Callback):
         saved = self._saved_groups
         if saved is not None and saved != [g.name for g in rt.groups]:
             raise LtrainError(
-                f"the checkpoint's layer groups {saved} differ from this model's:\n{format_groups(rt.model)}"
+                f"the checkpoint's layer groups {saved} differ from this model's:\n{format_groups(rt.model, rt.groups)}"
             )
         phase = self.phases[index]
         trainable = _resolve(phase, rt.groups)
         multiplier = _group_multipliers(phase, trainable)
+        bn_params = {id(p) for layers in rt.bn.values() for m in layers for p in m.parameters(recurse=False)}
         for name, ps in rt.params.items():
-            on = name in trainable
             for p in ps:
+                on = name in trainable and not (self.bn == "frozen" and id(p) in bn_params)
                 p.requires_grad_(on)
                 if not on:
                     p.grad = None
@@ -308,7 +318,7 @@ class FreezeSchedule(Callback):
         trainable = set(_resolve(self.phases[self.phase], rt.groups))
         for name, layers in rt.bn.items():
             for layer in layers:
-                layer.train(rt.model.training and (self.bn == "train" or name in trainable))
+                layer.train(rt.model.training and (self.bn == "train" or (name in trainable and self.bn != "frozen")))
 
 
 def _group_multipliers(phase: Phase, trainable: list[str]) -> dict[str, float]:
@@ -337,7 +347,7 @@ def _resolve(phase: Phase, groups: list[LayerGroup], model: nn.Module | None = N
     spec = phase.trainable
 
     def fail(why: str) -> LtrainError:
-        table = format_groups(model) if model is not None else "\n".join(names)
+        table = format_groups(model, groups) if model is not None else "\n".join(names)
         return LtrainError(
             f"freeze phase trainable={spec!r}: {why}. The model's layer groups (bottom -> top):\n{table}"
         )
@@ -345,7 +355,12 @@ def _resolve(phase: Phase, groups: list[LayerGroup], model: nn.Module | None = N
     if isinstance(spec, str) and spec == "all":
         return names
     if isinstance(spec, str) and spec == HEAD:
-        return [HEAD] if HEAD in names else names[-1:]
+        if HEAD not in names:
+            raise fail(
+                "this network has no classifier, so no 'head' group (a trunk at model_attr?): point model_attr "
+                "at the whole network, give freeze.groups, or name the trainable groups"
+            )
+        return [HEAD]
     if isinstance(spec, int) or (isinstance(spec, str) and spec.startswith("top:")):
         try:
             k = int(spec if isinstance(spec, int) else spec[4:])

@@ -37,6 +37,7 @@ from ltrain.export.trace import (
     Dataflow,
     record_dataflow,
 )
+from ltrain.models.network import find_network
 
 LAYER_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 
@@ -154,7 +155,8 @@ def fold_batchnorm(model: nn.Module, example_input: Any = None, unfoldable: str 
     Conv1d/2d/3d (grouped, depthwise), ConvTranspose or Linear that feeds it, or a channel concat of such
     convs (timm's MixedConv2d); failing that, into the Linear or unpadded conv it feeds. A folded
     ``BatchNormAct2d`` becomes its drop + activation. ``example_input`` (a tensor or a tuple of positional
-    inputs) drives the one recorded forward pass; by default a random batch of one sized from the model's
+    inputs) drives the one recorded forward pass; a LightningModule or a compiled/wrapped network is looked
+    through (:func:`ltrain.models.network.find_network`); by default a random batch of one sized from the model's
     first layer and timm's ``pretrained_cfg``. The input model is not modified.
 
     ``unfoldable``: what becomes of a BN no layer can absorb exactly: "bn" leaves it as it is; "affine"
@@ -163,6 +165,7 @@ def fold_batchnorm(model: nn.Module, example_input: Any = None, unfoldable: str 
     """
     if unfoldable not in UNFOLDABLE:
         raise LtrainError(f"unfoldable={unfoldable!r} is not one of {list(UNFOLDABLE)}")
+    model = find_network(model, None, "fold_batchnorm")  # a LightningModule, compiled or DDP-wrapped: its network
     folded = copy.deepcopy(model).eval()
     if example_input is None:
         example_input = default_example_input(folded)

@@ -23,8 +23,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from ltrain.errors import LtrainError
-from ltrain.inference.mc_dropout import mc_dropout, unwrap_network
+from ltrain.inference.mc_dropout import mc_dropout
 from ltrain.inference.sites import is_timm_classifier, module_sites
+from ltrain.models.network import find_network
 
 
 class MCDropoutEvaluation(Callback):
@@ -59,7 +60,7 @@ class MCDropoutEvaluation(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Fail before training if the network has no dropout to sample, naming the key that adds it."""
-        net = unwrap_network(pl_module)
+        net = find_network(pl_module)
         if module_sites(net) or (is_timm_classifier(net) and float(getattr(net, "drop_rate", 0) or 0) > 0):
             return
         raise LtrainError(

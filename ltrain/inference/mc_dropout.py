@@ -21,8 +21,7 @@ Where the fast path splits:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -32,11 +31,16 @@ from ltrain.errors import LtrainError
 from ltrain.inference.sites import (
     DropoutMasks,
     DropoutSite,
+    _seed_for,
+    dropout_census,
+    eval_mode_restored,
     functional_head_dropout,
     is_timm_classifier,
     module_sites,
+    stays_in_eval,
 )
 from ltrain.inference.uncertainty import expected_entropy, predictive_entropy
+from ltrain.models.network import find_network
 
 PATHS = ("auto", "fast", "naive")
 
@@ -95,18 +99,6 @@ class MCPrediction:
         return (self.samples.argmax(-1) == self.predicted).float().mean(0)
 
 
-@contextlib.contextmanager
-def eval_mode_restored(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode inside the block; each module's own mode restored after, even on error."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def mc_dropout(
     model: nn.Module,
     x: torch.Tensor,
@@ -141,15 +133,29 @@ def mc_dropout(
         raise LtrainError(f"mc.path={path!r} is not one of {list(PATHS)}")
     if chunk_size is not None and chunk_size < 1:
         raise LtrainError(f"mc.chunk_size must be positive or null, got {chunk_size}")
-    net = unwrap_network(model)
+    net = find_network(model, None, "mc_dropout")
     if seed is None:
         seed = int(torch.randint(0, 2**62, ()).item())
+    timm_model = is_timm_classifier(net)
+    # A timm model's own dropouts are modules, its functional head dropout (hooked below) or attention
+    # dropout inside fused attention (its attn_drop module then never runs: found below, for free). Any
+    # other network may call F.dropout anywhere: one pass on one example counts every dropout call.
+    census = None if timm_model else dropout_census(net, x[:1], drop_path)
+    if census is not None and census.unhooked(False):
+        return _sample_in_train_mode(net, x, samples, seed, drop_path, path, census.describe())
     with eval_mode_restored(net), torch.no_grad(), DropoutMasks(module_sites(net, drop_path), seed, len(x)) as masks:
         features = None
-        if is_timm_classifier(net):
+        if timm_model:
             masks.watch()
             features = net.forward_features(x) if path != "naive" else net.forward_features(x[:2])
             trunk_fires = list(masks.inert_fires)
+            masks.watch()
+            net.forward_head(features[:1], pre_logits=True)
+            silent = [s for s in masks.sites if s not in trunk_fires and s not in masks.inert_fires]
+            if silent:  # e.g. timm Attention with fused_attn: dropout_p=attn_drop.p inside the SDPA kernel
+                masks.close()
+                why = f"dropout modules that never run, their rate applied inside fused attention: {silent[0].name}"
+                return _sample_in_train_mode(net, x, samples, seed, drop_path, path, why)
             head = functional_head_dropout(net, features[:2])
             if head is not None:
                 masks.add(head)
@@ -167,17 +173,56 @@ def mc_dropout(
             raise LtrainError(f"mc.path=fast is not possible for {type(net).__name__}: {note}. Use mc.path=auto")
         if tail is None:
             logits = _naive(net, x, samples, masks)
+            _refuse_identical(net, logits, f"sites {names}")
             return MCPrediction(logits.float().softmax(-1), seed, "naive", note, names)
         prefix_out, run_tail = tail
         logits = _batched(run_tail, prefix_out, samples, masks, chunk_size, max_memory_mb)
+        _refuse_identical(net, logits, f"sites {names}")
         return MCPrediction(logits.float().softmax(-1), seed, "fast", "", names)
 
 
-def unwrap_network(model: nn.Module) -> nn.Module:
-    """The network inside a ClassifierModule (its forward is ``self.model(x)``); other modules as they are."""
-    from ltrain.modules.classifier import ClassifierModule
+def _sample_in_train_mode(
+    net: nn.Module, x: torch.Tensor, samples: int, seed: int, drop_path: bool, path: str, why: str
+) -> MCPrediction:
+    """Dropout ltrain's hooks cannot reach (F.dropout in user code, dropout_p of fused attention): sample it
+    as training mode applies it, every other layer held in inference mode."""
+    if path == "fast":
+        raise LtrainError(
+            f"mc.path=fast is not possible for {type(net).__name__}: it applies dropout outside what ltrain can "
+            f"hook ({why}). Use mc.path=auto"
+        )
+    logits = _train_mode_samples(net, x, samples, seed, drop_path)
+    _refuse_identical(net, logits, why)
+    return MCPrediction(logits.float().softmax(-1), seed, "train_mode", f"sampled in training mode: {why}", [])
 
-    return model.model if isinstance(model, ClassifierModule) else model
+
+def _refuse_identical(net: nn.Module, logits: torch.Tensor, why: str) -> None:
+    """T > 1 identical samples are no uncertainty estimate: say so instead of returning them."""
+    if len(logits) > 1 and all(torch.equal(logits[0], t) for t in logits[1:]):
+        raise LtrainError(
+            f"every MC-dropout sample of {type(net).__name__} came out identical ({why}): no dropout "
+            "ltrain can sample changes the output, so this would be no uncertainty estimate. Add dropout the network "
+            "applies in training mode (nn.Dropout, F.dropout(..., training=self.training), timm drop_rate)"
+        )
+
+
+def _train_mode_samples(net: nn.Module, x: torch.Tensor, samples: int, seed: int, drop_path: bool) -> torch.Tensor:
+    """(T, N, C) logits from T passes with dropout ON as training mode applies it, all else in inference mode.
+
+    Every module is switched to training mode except the ones whose training mode is not dropout: batch
+    norm (and any layer with running statistics) keeps its running statistics untouched, RReLU its mean
+    slope, DropPath stays off unless ``drop_path``. Sample t draws from torch's generator seeded with
+    (seed, t), forked so the caller's random state is untouched.
+    """
+    devices = [x.device] if x.device.type == "cuda" else []
+    out = []
+    with eval_mode_restored(net), torch.no_grad(), torch.random.fork_rng(devices=devices):
+        for m in net.modules():
+            m.training = not stays_in_eval(m, drop_path)
+        for t in range(samples):
+            torch.manual_seed(_seed_for(seed, 0, t))
+            out.append(net(x))
+    return torch.stack(out)
 
 
 def _naive(net: nn.Module, x: torch.Tensor, samples: int, masks: DropoutMasks) -> torch.Tensor:
@@ -294,4 +339,4 @@ def _measure(run_tail: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) 
     return out, total[0]
 
 
-__all__ = ["DropoutSite", "MCPrediction", "eval_mode_restored", "mc_dropout", "split_sequential", "unwrap_network"]
+__all__ = ["DropoutSite", "MCPrediction", "eval_mode_restored", "mc_dropout", "split_sequential"]

@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ltrain.errors import LtrainError
 
@@ -125,6 +127,110 @@ def functional_head_dropout(model: nn.Module, features: torch.Tensor) -> Dropout
     return DropoutSite("<forward_head F.dropout>", "dropout", p, model.get_classifier(), pre_hook=True)
 
 
+_DROPOUT_FUNCTIONS = {
+    F.dropout: "F.dropout",
+    F.dropout1d: "F.dropout1d",
+    F.dropout2d: "F.dropout2d",
+    F.dropout3d: "F.dropout3d",
+    F.alpha_dropout: "F.alpha_dropout",
+    F.feature_alpha_dropout: "F.feature_alpha_dropout",
+    torch.dropout: "torch.dropout",
+    torch.alpha_dropout: "torch.alpha_dropout",
+    torch.feature_dropout: "torch.feature_dropout",
+    torch.feature_alpha_dropout: "torch.feature_alpha_dropout",
+}
+
+
+@dataclass
+class DropoutCensus:
+    """Every dropout one training-mode pass applies: inside dropout modules, or elsewhere (functional)."""
+
+    in_modules: int = 0
+    functional: list[str] = field(default_factory=list)  # e.g. "F.dropout(p=0.3) in Net", "SDPA dropout_p=0.1 ..."
+
+    def unhooked(self, timm_head: bool) -> bool:
+        """True when dropout runs outside modules beyond timm's functional head dropout (which is hooked)."""
+        return len(self.functional) > (1 if timm_head else 0) or any("attention" in f for f in self.functional)
+
+    def describe(self) -> str:
+        parts = [f"{self.in_modules} dropout module call(s)", *self.functional[:4]]
+        return ", ".join(parts)
+
+
+class _Census(TorchFunctionMode):
+    def __init__(self, census: DropoutCensus, depth: list[int]):
+        super().__init__()
+        self.census, self.depth = census, depth
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = _DROPOUT_FUNCTIONS.get(func)
+        if name is not None:
+            p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            training = kwargs.get("training", kwargs.get("train", args[2] if len(args) > 2 else True))
+            if training and p > 0:
+                if self.depth[0] > 0:
+                    self.census.in_modules += 1
+                else:
+                    self.census.functional.append(f"{name}(p={p})")
+        elif func is F.scaled_dot_product_attention:
+            p = kwargs.get("dropout_p", args[4] if len(args) > 4 else 0.0)
+            if p > 0:
+                self.census.functional.append(f"attention dropout_p={p} (scaled_dot_product_attention)")
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def eval_mode_restored(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside the block; each module's own mode restored after, even on error."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def stays_in_eval(module: nn.Module, drop_path: bool) -> bool:
+    """Whether MC dropout keeps ``module`` in inference mode: its training mode is not dropout.
+
+    Batch norm (any layer with running statistics) would move its statistics, RReLU draw random slopes,
+    DropPath / DropBlock drop whole branches (sampled only with ``drop_path``).
+    """
+    if isinstance(module, (nn.modules.batchnorm._NormBase, nn.RReLU)):
+        return True
+    if type(module).__name__ in ("DropPath", "DropBlock2d") and not drop_path:
+        return True
+    return getattr(module, "running_mean", None) is not None or bool(getattr(module, "track_running_stats", False))
+
+
+def dropout_census(model: nn.Module, x: torch.Tensor, drop_path: bool = False) -> DropoutCensus:
+    """Run ``model`` once with dropout as training mode applies it (norm layers in eval) and count the dropouts.
+
+    A ``TorchFunctionMode`` sees every dropout call, whoever makes it: a dropout module, ``F.dropout`` in
+    a user's forward, ``scaled_dot_product_attention(dropout_p=...)`` in fused attention. Modes are
+    restored and the random state is forked, so the caller sees no side effect.
+    """
+    census, depth = DropoutCensus(), [0]
+    sites = [m for m in model.modules() if _module_kind(m, drop_path) is not None]
+    handles = []
+    for m in sites:
+        handles.append(m.register_forward_pre_hook(lambda *_: depth.__setitem__(0, depth[0] + 1)))
+        handles.append(m.register_forward_hook(lambda *_: depth.__setitem__(0, depth[0] - 1)))
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with eval_mode_restored(model), torch.no_grad(), torch.random.fork_rng(devices=devices):
+            for m in model.modules():
+                m.training = not stays_in_eval(m, drop_path)
+            with _Census(census, depth):
+                model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return census
+
+
 def _seed_for(seed: int, site_index: int, sample: int) -> int:
     """A distinct generator seed per (seed, site, sample): masks do not depend on chunking."""
     return (seed * 1_000_003 + site_index * 10_007 + sample) % (2**63 - 1)
@@ -204,13 +310,25 @@ class DropoutMasks:
 
     def keep_mask(self, site: DropoutSite, site_index: int, sample: int, like: torch.Tensor) -> torch.Tensor:
         """The boolean keep-mask of one sample at one site, shaped to broadcast over ``like`` (n rows)."""
+        return self._keep(site, site_index, [sample], like)[0]
+
+    def _keep(self, site: DropoutSite, site_index: int, samples: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        """(len(samples), *shape) boolean keep-masks, each sample's drawn from its own generator.
+
+        A unit is kept when a uniform 24-bit integer is at least p * 2**24 (the resolution of a float32
+        ``torch.rand``); integers are drawn straight into one preallocated buffer, about twice as fast
+        as ``bernoulli_`` or ``rand() >= p`` on the CPU: on the chapter's MLP the masks are a large part
+        of MC dropout's cost.
+        """
         shape = tuple(like.shape)
         if site.kind in ("channel", "feature_alpha"):
             shape = shape[:2] + (1,) * (len(shape) - 2)
         elif site.kind == "path":
             shape = shape[:1] + (1,) * (len(shape) - 1)
-        g = torch.Generator().manual_seed(_seed_for(self.seed, site_index, sample))
-        return torch.rand(shape, generator=g) >= site.p
+        bits = torch.empty((len(samples), *shape), dtype=torch.int32)
+        for row, t in zip(bits, samples, strict=True):
+            row.random_(0, 2**24, generator=torch.Generator().manual_seed(_seed_for(self.seed, site_index, t)))
+        return bits >= round(site.p * 2**24)
 
     def apply(self, site: DropoutSite, x: torch.Tensor, site_index: int) -> torch.Tensor:
         """``x`` (rows sample-major) dropped out at ``site`` for the active samples."""
@@ -220,12 +338,13 @@ class DropoutMasks:
                 f"dropout site {site.name} saw {x.shape[0]} rows, expected {len(samples)} samples x {self.n} inputs; "
                 "MC dropout needs the batch dimension first and untouched up to every dropout"
             )
-        per_sample = x[: self.n]
-        keep = torch.cat([self.keep_mask(site, site_index, t, per_sample) for t in samples]).to(x.device, x.dtype)
+        keep = self._keep(site, site_index, samples, x[: self.n]).flatten(0, 1).to(x.device)
         p = site.p
         if site.kind in ("alpha", "feature_alpha"):
+            keep = keep.to(x.dtype)
             a = 1.0 / ((_ALPHA**2 * p + 1) * (1 - p)) ** 0.5
             return x * (keep * a) + (keep - 1) * (_ALPHA * a) + _ALPHA * a * p
+        out = x * keep
         if site.scale and p < 1:
-            keep = keep / (1 - p)
-        return x * keep
+            out.mul_(1 / (1 - p))
+        return out

@@ -16,11 +16,15 @@ Every parameter of the model (``named_parameters``) is in exactly one group.
 
 from __future__ import annotations
 
+import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
+
+from ltrain.errors import LtrainError
+from ltrain.models.network import unwrap
 
 HEAD = "head"
 
@@ -42,6 +46,7 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     Uses ``model.group_matcher(coarse=True)`` when the model has one (every timm model), else one group
     per top-level child with parameters. Parameter names are relative to ``model``.
     """
+    model = unwrap(model)  # a compiled model's groups are its original's (not one group "_orig_mod")
     names = [n for n, _ in model.named_parameters()]
     if not names:
         return []
@@ -51,18 +56,76 @@ def layer_groups(model: nn.Module) -> list[LayerGroup]:
     return [LayerGroup(name, tuple(params)) for name, params in groups]
 
 
-def format_groups(model: nn.Module) -> str:
+def groups_from_patterns(model: nn.Module, spec: Mapping[str, Sequence[str]]) -> list[LayerGroup]:
+    """Layer groups given by the user: ``{group name: [module-name patterns]}``, bottom -> top in dict order.
+
+    A parameter belongs to a group when its own name or the name of a module holding it (``layer4``,
+    ``layer4.0``, ...) matches one of the group's fnmatch patterns. For networks timm cannot group
+    (a user's own trunk, a module with ``backbone`` + ``classifier``). Refused, with the table of what
+    the patterns matched: a parameter in no group or in two, a group matching nothing, a group named
+    ``head`` that is not exactly the network's classifier (:func:`classifier_names`).
+    """
+    model = unwrap(model)
+    if not spec:
+        raise LtrainError("freeze.groups is empty: give {group name: [module-name patterns]} or null")
+    spec = {str(k): [v] if isinstance(v, str) else list(v) for k, v in spec.items()}
+    members: dict[str, list[str]] = {g: [] for g in spec}
+    unassigned, doubled = [], []
+    for name, _ in model.named_parameters():
+        parts = name.split(".")
+        scopes = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        hits = [g for g, pats in spec.items() if any(fnmatch.fnmatchcase(s, p) for s in scopes for p in pats)]
+        if not hits:
+            unassigned.append(name)
+        elif len(hits) > 1:
+            doubled.append(f"{name} ({' and '.join(hits)})")
+        else:
+            members[hits[0]].append(name)
+    groups = [LayerGroup(g, tuple(ps)) for g, ps in members.items()]
+    problems = []
+    if unassigned:
+        problems.append(f"{len(unassigned)} parameter(s) in no group: {unassigned[:6]}")
+    if doubled:
+        problems.append(f"parameter(s) in two groups: {doubled[:6]}")
+    empty = [g for g, ps in members.items() if not ps]
+    if empty:
+        problems.append(f"group(s) matching no parameter: {empty}")
+    if HEAD in members:
+        head = classifier_names(model)
+        if not head:
+            problems.append(f"a group is named {HEAD!r} but {type(model).__name__} has no classifier (a trunk?)")
+        elif set(members[HEAD]) != set(head):
+            problems.append(f"group {HEAD!r} holds {members[HEAD][:4]}, but the classifier's parameters are {head[:4]}")
+    if problems:
+        raise LtrainError(
+            "freeze.groups is refused: "
+            + "; ".join(problems)
+            + ".\nWhat the patterns matched (bottom -> top):\n"
+            + _table(model, groups)
+            + "\nThe network's modules: "
+            + ", ".join(n for n, c in model.named_children())
+        )
+    return groups
+
+
+def format_groups(model: nn.Module, groups: Sequence[LayerGroup] | None = None) -> str:
     """A table of the layer groups (bottom -> top) with parameter counts, as ``ltrain groups`` prints it."""
+    model = unwrap(model)
+    return _table(model, list(groups) if groups is not None else layer_groups(model))
+
+
+def _table(model: nn.Module, groups: list[LayerGroup]) -> str:
     params = dict(model.named_parameters())
     rows = [
-        (i, g.name, len(g.param_names), sum(params[n].numel() for n in g.param_names))
-        for i, g in enumerate(layer_groups(model))
+        (i, g.name, len(g.param_names), sum(params[n].numel() for n in g.param_names)) for i, g in enumerate(groups)
     ]
     width = max([len("group")] + [len(r[1]) for r in rows])
     lines = [f"{'#':>3}  {'group':<{width}}  {'tensors':>7}  {'parameters':>12}"]
     lines += [f"{i:>3}  {name:<{width}}  {n:>7}  {count:>12,}" for i, name, n, count in rows]
     total = sum(r[3] for r in rows)
     lines.append(f"{'':>3}  {'total':<{width}}  {sum(r[2] for r in rows):>7}  {total:>12,}")
+    if HEAD not in [g.name for g in groups]:
+        lines.append("(no classifier found: there is no 'head' group)")
     lines.append("(bottom -> top; freeze.phases[*].trainable takes 'head', 'all', 'top:K' or a list of these names)")
     return "\n".join(lines)
 
@@ -83,7 +146,7 @@ def _groups_from_matcher(model: nn.Module, matcher: dict | Callable) -> list[tup
 
     by_id = group_parameters(model, matcher)  # {ordinal: [param names]}, ordered bottom -> top
     keys = _matcher_keys(matcher)
-    head = set(_classifier_names(model, []))
+    head = set(classifier_names(model))
     groups = [[n for n in ids if n not in head] for ids in by_id.values()]
     groups = [ids for ids in groups if ids]
     key_of = {n: _matching_key(n, keys) for ids in groups for n in ids}
@@ -141,21 +204,38 @@ def _groups_by_child(model: nn.Module) -> list[tuple[str, list[str]]]:
     return out
 
 
-def _classifier_names(model: nn.Module, groups: list[tuple[str, list[str]]]) -> list[str]:
-    """Names of the classifier's parameters: timm's ``get_classifier()``, else the top group's."""
+def classifier_names(model: nn.Module) -> list[str]:
+    """Names of the classifier's parameters; [] when the network has none (a trunk).
+
+    timm's ``get_classifier()`` when the model has it (empty for ``num_classes=0``); otherwise the last
+    top-level child holding parameters, if it is an ``nn.Linear`` or ends with one (``nn.Sequential(...,
+    nn.Linear)``) and, in an ``nn.Sequential``, the last module: a block ending in an activation, a norm
+    or a pooling, or followed by one, is part of a trunk, not a head.
+    """
+    model = unwrap(model)
     get = getattr(model, "get_classifier", None)
     if callable(get):
         heads = get()
         heads = heads if isinstance(heads, (tuple, list)) else (heads,)
         ids = {id(p) for h in heads if isinstance(h, nn.Module) for p in h.parameters()}
-        if ids:
-            return [n for n, p in model.named_parameters() if id(p) in ids]
-    return list(groups[-1][1]) if groups else []
+        return [n for n, p in model.named_parameters() if id(p) in ids]
+    holders = [(n, c) for n, c in model.named_children() if any(True for _ in c.parameters())]
+    if not holders:
+        return []
+    name, last = holders[-1]
+    if isinstance(model, nn.Sequential) and last is not model[-1]:
+        return []  # something (an activation, pooling) runs after it: the output is not its logits
+    leaf = last
+    while len(list(leaf.children())) > 0 and isinstance(leaf, nn.Sequential):
+        leaf = list(leaf.children())[-1]
+    if not isinstance(leaf, nn.Linear):
+        return []
+    return [f"{name}.{n}" for n, _ in last.named_parameters()]
 
 
 def _split_off_head(model: nn.Module, groups: list[tuple[str, list[str]]]) -> list[tuple[str, list[str]]]:
     """Move the classifier's parameters into a last group named ``head``; drop emptied groups."""
-    head = set(_classifier_names(model, groups))
+    head = set(classifier_names(model))
     out = [(name, [n for n in params if n not in head]) for name, params in groups]
     out = [(name if name != HEAD else "pre_head", params) for name, params in out if params]
     out.append((HEAD, [n for n, _ in model.named_parameters() if n in head]))

@@ -182,9 +182,13 @@ def test_dropout_inside_the_frozen_part_is_refused(digits):
         _fit(_mlp(), digits, [FreezeSchedule([{"trainable": "head"}]), FrozenFeatureCache()], epochs=1)
 
 
-def test_cache_placed_before_the_schedule_is_refused(digits):
-    with pytest.raises(LtrainError, match="after FreezeSchedule"):
-        _fit(_mlp(), digits, [FrozenFeatureCache(), FreezeSchedule([{"trainable": "head"}])], epochs=1)
+def test_cache_placed_before_the_schedule_caches_what_the_schedule_froze(digits):
+    model = _mlp()
+    plain, _, _ = _fit(model, digits, [FreezeSchedule([{"trainable": "top:2"}])], epochs=1)
+    cache = FrozenFeatureCache()
+    cached, _, calls = _fit(model, digits, [cache, FreezeSchedule([{"trainable": "top:2"}])], epochs=1)
+    assert cache.sources == {"train": "computed", "val": "computed"} and calls == 0
+    torch.testing.assert_close(cached.head.weight, plain.head.weight, **TOL)
 
 
 def test_resnet_cut_inside_the_trunk_reproduces_the_model():

@@ -262,7 +262,7 @@ def test_invalid_phase_lists_fail_when_the_callback_is_built(phases, message):
 
 def test_missing_model_attribute_names_the_modules_children(digits):
     with pytest.raises(LtrainError, match=r"PlainNet.model.*one of \['net'\]"):
-        make_trainer([FreezeSchedule()], max_epochs=1).fit(PlainNet(), digits)
+        make_trainer([FreezeSchedule(model_attr="model")], max_epochs=1).fit(PlainNet(), digits)
 
 
 class Kill(L.Callback):
