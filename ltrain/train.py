@@ -9,14 +9,15 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import ltrain
 from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
 from ltrain.errors import instantiate
+from ltrain.history import HistoryCSVLogger, epochs_done, keep_history
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
@@ -98,6 +99,38 @@ def hardware() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
 
 
+def continue_history(run_dir: Path, resume_from: Path | None) -> None:
+    """Seed ``run_dir/logs/metrics.csv`` with the history the resumed checkpoint holds (see ltrain.history).
+
+    Resuming from another run's checkpoint copies that run's rows; this directory's own rows of epochs the fit
+    will redo (or all of them, for a run restarted before its first checkpoint) move to ``logs/dropped-*.csv``.
+    """
+    log_dir = run_dir / "logs"
+    own = log_dir / "metrics.csv"
+    source = resume_from.parent.parent / "logs" / "metrics.csv" if resume_from is not None else own
+    if source.resolve() != own.resolve():
+        keep_history(log_dir, own, 0)
+    keep_history(log_dir, source, epochs_done(resume_from))
+
+
+def record_hydra(cfg: DictConfig, run_dir: Path) -> None:
+    """Hydra's record of the job (``.hydra/config.yaml``, ``overrides.yaml``, ``hydra.yaml``), written by ltrain.
+
+    ltrain's config sets ``hydra.output_subdir: null`` so that Hydra writes nothing into a run directory before
+    :func:`ltrain.resume.find_resume_point` has accepted it; this writes the same files once it has.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    out = run_dir / ".hydra"
+    out.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)}), out / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
     from ltrain.resume import check_checkpoint, find_resume_point
@@ -105,16 +138,18 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     apply_preset(cfg)  # a preset refuses contradictory overrides before any work
     check_model_name(cfg.model.name)  # fail before loading any data
     check_push(cfg)  # an invalid or taken zoo.push name fails now, not after training
-    run_dir, resume_from = find_resume_point(cfg, Path(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, resume_from = find_resume_point(cfg, Path(run_dir))  # refuses before anything is written
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # model init independent of data loading
     module = build_module(cfg, dm)
     if resume_from is not None:
         check_checkpoint(resume_from, module)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        continue_history(run_dir, resume_from)
     checkpoint, last = checkpoints(run_dir / "checkpoints")
-    logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
+    logger = HistoryCSVLogger(save_dir=str(run_dir))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=[*build_callbacks(cfg), checkpoint, last],
@@ -124,6 +159,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml")
+        record_hydra(cfg, run_dir)
     if cfg.get("tune"):  # the LR range test: lr_find.png + the suggested rate; then fit only if tune.fit
         from ltrain.optim.lr_find import find_lr
 

@@ -36,6 +36,12 @@ def train_app(cfg: DictConfig) -> float | None:
 
     run_dir = _pin_run_dir()
     if recipe_runner(cfg) is not None:
+        from pathlib import Path
+
+        from ltrain.train import record_hydra
+
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        record_hydra(cfg, Path(run_dir))
         results = run_recipe(cfg, run_dir)
         if isinstance(results.get("source"), dict):
             print(f"{'source (model A)':>20}: test_acc={results['source']['test_acc']:.4f}")

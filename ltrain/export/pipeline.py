@@ -94,11 +94,14 @@ def _input_shape(name: str, cfg: DictConfig) -> tuple[int, int, int]:
 def _from_run_dir(path: Path) -> tuple[Path, dict | None, tuple[int, int, int] | None]:
     """For an ``ltrain`` run directory (or a checkpoint inside one): its best checkpoint, model config and input shape.
 
-    ``ltrain`` writes ``.hydra/config.yaml`` and ``results.json`` (with ``input_shape``) into every run directory,
-    so ``ltrain-export source=<run dir>`` rebuilds the trained network without repeating its options.
+    ``ltrain`` writes ``config.yaml`` (and Hydra's record ``.hydra/config.yaml``) and ``results.json`` (with
+    ``input_shape``) into every run directory, so ``ltrain-export source=<run dir>`` rebuilds the trained network
+    without repeating its options.
     """
     run = path if path.is_dir() else path.parent.parent
-    config, results = run / ".hydra" / "config.yaml", run / "results.json"
+    config, results = run / "config.yaml", run / "results.json"
+    if not config.is_file():
+        config = run / ".hydra" / "config.yaml"
     if not config.is_file():
         return path, None, None
     if path.is_dir():
