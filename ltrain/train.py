@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 import ltrain
 from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
-from ltrain.errors import instantiate
+from ltrain.errors import LtrainError, instantiate
 from ltrain.history import HistoryCSVLogger, epochs_done, keep_history
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
@@ -131,6 +131,18 @@ def record_hydra(cfg: DictConfig, run_dir: Path) -> None:
     OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
 
 
+def _push(cfg: DictConfig, module: ClassifierModule, dm: ImageClassificationData, results: dict, run_dir: Path) -> str:
+    """Push the trained network as ``zoo.push``; a failure names the command that pushes the finished run later."""
+    name = str(cfg.zoo.push)
+    try:
+        return push_trained(cfg, module.model, dm, results).name
+    except Exception as e:
+        raise LtrainError(
+            f"the run finished ({run_dir / 'results.json'}), but pushing it to the zoo as {name} failed: "
+            f"{type(e).__name__}: {e}\n  Once fixed, push it with: ltrain-zoo push {name} --run {run_dir}"
+        ) from e
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
     from ltrain.resume import check_checkpoint, find_resume_point
@@ -200,9 +212,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         results["test_acc"] = metrics["test/acc"]
         results["test_loss"] = metrics["test/loss"]
     if trainer.is_global_zero:
+        atomic_write_json(run_dir / "results.json", results)  # first: a failed push still leaves a finished run
         if (cfg.get("zoo") or {}).get("push"):  # rank 0 only: one writer to the zoo
-            results["zoo_entry"] = push_trained(cfg, module.model, dm, results).name
-        atomic_write_json(run_dir / "results.json", results)
+            results["zoo_entry"] = _push(cfg, module, dm, results, run_dir)
+            atomic_write_json(run_dir / "results.json", results)
         metrics_csv = Path(logger.log_dir) / "metrics.csv"
         if cfg.get("plots", True) and metrics_csv.is_file():
             from ltrain.plots import plot_learning_curves
