@@ -22,6 +22,7 @@ from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
 from ltrain.presets import apply_preset
+from ltrain.validate import check_input_size, validate_train_config
 from ltrain.zoo import check_push, preprocessing_of, push_trained
 
 
@@ -147,6 +148,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
     from ltrain.resume import check_checkpoint, find_resume_point
 
+    validate_train_config(cfg)  # wrong types and sizes fail in the first second, naming the key
     apply_preset(cfg)  # a preset refuses contradictory overrides before any work
     check_model_name(cfg.model.name)  # fail before loading any data
     check_push(cfg)  # an invalid or taken zoo.push name fails now, not after training
@@ -155,6 +157,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     dm = build_datamodule(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # model init independent of data loading
     module = build_module(cfg, dm)
+    check_input_size(module.model, dm.input_shape, str(cfg.model.name))
     if resume_from is not None:
         check_checkpoint(resume_from, module)
     run_dir.mkdir(parents=True, exist_ok=True)

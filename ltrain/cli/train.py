@@ -60,11 +60,15 @@ def train_app(cfg: DictConfig) -> float | None:
 
 def main() -> float | None:
     """``ltrain [overrides]`` trains; ``ltrain groups [overrides]`` prints the model's layer groups instead."""
+    from ltrain.cli.common import exit_on_override_typos
+
     if len(sys.argv) > 1 and sys.argv[1] == "groups":
         from ltrain.cli.groups import main as groups_main
 
         del sys.argv[1]
+        exit_on_override_typos("config")
         return groups_main()
+    exit_on_override_typos("config")
     return train_app()
 
 
