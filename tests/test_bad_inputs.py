@@ -327,7 +327,8 @@ def test_wrong_type_in_the_config_exits_nonzero_with_a_hint(tmp_path):
         timeout=300,
         check=False,
     )
-    assert out.returncode == 2 and "bad config value" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "data.batch_size='lots' is not valid: expected a whole number >= 1" in out.stderr
 
 
 def _unfinished(tmp_path) -> Path:
@@ -516,7 +517,7 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
     (
         "a config value of the wrong type (data.batch_size=lots)",
         "test_wrong_type_in_the_config_exits_nonzero_with_a_hint",
-        "bad config value: … Check the value with: ltrain --cfg job",
+        "data.batch_size='lots' is not valid: expected a whole number >= 1, e.g. data.batch_size=64",
     ),
     (
         "ltrain-export quantize=int4 / sparsify=-1",
