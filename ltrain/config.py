@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -18,7 +20,15 @@ def sqlite_url_in(directory: str, filename: str = "optuna.db") -> str:
     return f"sqlite:///{path / filename}"
 
 
+def unique_suffix() -> str:
+    """``<pid>-<4 hex digits>``: in a run directory's name, after the time, so that two processes started in
+    the same second (``ltrain seed=0 & ltrain seed=1 &``) never share one. Cached per config, so a run (and a
+    multirun's jobs, which Hydra gives the master config's cache) resolves it once."""
+    return f"{os.getpid()}-{secrets.token_hex(2)}"
+
+
 OmegaConf.register_new_resolver("ltrain.sqlite_in", sqlite_url_in, replace=True)
+OmegaConf.register_new_resolver("ltrain.unique", unique_suffix, use_cache=True, replace=True)
 
 
 def compose_config(*overrides: str, config_name: str = "config") -> DictConfig:

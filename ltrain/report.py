@@ -33,14 +33,77 @@ class Cell:
         return statistics.fmean(self.values)
 
     @property
-    def std(self) -> float:
-        """Sample standard deviation (n - 1); 0 for a single run."""
-        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+    def std(self) -> float | None:
+        """Sample standard deviation (n - 1); None for a single run (no spread to report)."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """A run's results.json; a damaged file is named in the error."""
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise LtrainError(
+            f"cannot read {path}: {e}. The file is damaged (a run killed while writing it?): move that run "
+            "out of dir= or rerun it"
+        ) from e
+    if not isinstance(res, dict):
+        raise LtrainError(f"cannot read {path}: it holds no results mapping")
+    return res
+
+
+def run_config(results_file: Path) -> dict[str, Any] | None:
+    """The flattened config (dotted keys) of the run that wrote ``results_file``, without its seed; None if absent."""
+    from omegaconf import OmegaConf
+
+    from ltrain.resume import load_saved_config
+
+    for path in (results_file.parent / "config.yaml", results_file.parent / ".hydra" / "config.yaml"):
+        if path.is_file():
+            flat = _flatten(OmegaConf.to_container(load_saved_config(path), resolve=False))
+            return {k: v for k, v in flat.items() if k.split(".")[0] not in SEED_KEYS}
+    return None
+
+
+SEED_KEYS = ("seed", "resume")  # what may differ between the runs pooled into one row
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out |= _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: json.dumps(node, sort_keys=True, default=str)}
+
+
+def config_groups(configs: list[dict[str, Any] | None]) -> tuple[list[str], list[str]]:
+    """(a label per run, the keys that differ): runs whose configs differ only in the seed share a label.
+
+    The label names the values of the differing keys (``optimizer.lr=0.01, trainer.max_epochs=5``); it is
+    empty when every run has the same config.
+    """
+    known = [c for c in configs if c is not None]
+    keys = sorted({k for c in known for k in c})
+    differing = [k for k in keys if len({c.get(k) for c in known}) > 1]
+    labels = []
+    for c in configs:
+        if c is None:
+            labels.append("config unknown" if differing else "")
+        else:
+            labels.append(", ".join(f"{k}={json.loads(c[k]) if k in c else None}" for k in differing))
+    return labels, differing
 
 
 def collect(run_root: str | Path) -> tuple[dict[str, dict[str, Cell]], list[dict[str, Any]]]:
-    """{arm: {metric: Cell}} from every results.json under ``run_root``, and the raw results."""
+    """{row: {metric: Cell}} from every results.json under ``run_root``, and the raw results.
+
+    Runs are pooled over seeds only: runs whose saved configs differ in anything but the seed get rows of their
+    own, labelled with the differing keys (``arm [optimizer.lr=0.01]``).
+    """
     run_root = Path(run_root)
+    if not run_root.is_dir():
+        raise LtrainError(f"dir={run_root} is not a folder: point dir= at a run or multirun directory")
     found = sorted(run_root.rglob("results.json"))
     # a recipe's arms write their own results.json below the recipe's: count each job once, at its top
     files = [
@@ -50,21 +113,29 @@ def collect(run_root: str | Path) -> tuple[dict[str, dict[str, Cell]], list[dict
     ]
     if not files:
         raise LtrainError(f"no results.json under {run_root}: point dir= at a run or multirun directory")
+    labels, _ = config_groups([run_config(f) for f in files])
     table: dict[str, dict[str, Cell]] = defaultdict(lambda: defaultdict(Cell))
     raw = []
-    for f in files:
-        res = json.loads(f.read_text())
-        raw.append(res | {"_path": str(f)})
+    for f, label in zip(files, labels, strict=True):
+        res = read_results(f)
+        raw.append(res | {"_path": str(f), "_config": label})
         arms = res.get("arms") or {"run": {k: res[k] for k in FLAT_METRICS if res.get(k) is not None}}
         if isinstance(res.get("source"), dict):  # a transfer recipe's model A
             arms = {"source (model A)": res["source"], **arms}
         for arm, metrics in arms.items():
             for metric, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    cell = table[arm][metric]
+                    cell = table[f"{arm} [{label}]" if label else arm][metric]
                     cell.values.append(float(value))
                     cell.seeds.append(res.get("seed"))
     return {a: dict(m) for a, m in table.items()}, raw
+
+
+def _cell_text(cell: Cell, digits: int) -> str:
+    """``mean ± std``, or the one value when there is one run (no spread to show)."""
+    if len(cell.values) == 1:
+        return f"{cell.mean:.{digits}f}"
+    return f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
 
 
 def markdown_table(table: dict[str, dict[str, Cell]], digits: int = 4) -> str:
@@ -72,7 +143,7 @@ def markdown_table(table: dict[str, dict[str, Cell]], digits: int = 4) -> str:
     metrics = sorted({m for arm in table.values() for m in arm})
     lines = ["| arm | " + " | ".join(metrics) + " | seeds |", "|---" * (len(metrics) + 2) + "|"]
     for arm, cells in table.items():
-        row = [f"{cells[m].mean:.{digits}f} ± {cells[m].std:.{digits}f}" if m in cells else "" for m in metrics]
+        row = [_cell_text(cells[m], digits) if m in cells else "" for m in metrics]
         n = max(len(c.values) for c in cells.values())
         lines.append(f"| {arm} | " + " | ".join(row) + f" | {n} |")
     return "\n".join(lines)
@@ -83,15 +154,13 @@ def plot_arms(table: dict[str, dict[str, Cell]], metric: str, out_png: str | Pat
     arms = [a for a in table if metric in table[a]]
     if not arms:
         return None
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(4, 1.6 * len(arms)), 3.5))
+    fig = Figure(figsize=(max(4, 1.6 * len(arms)), 3.5))
+    ax = fig.add_subplot()
     for i, arm in enumerate(arms):
         cell = table[arm][metric]
-        ax.bar(i, cell.mean, yerr=cell.std, capsize=6, alpha=0.6)
+        ax.bar(i, cell.mean, yerr=cell.std or 0.0, capsize=6, alpha=0.6)
         ax.scatter([i] * len(cell.values), cell.values, color="k", s=12, zorder=3)
     ax.set_xticks(range(len(arms)), arms)
     ax.set_ylabel(metric)
@@ -101,7 +170,6 @@ def plot_arms(table: dict[str, dict[str, Cell]], metric: str, out_png: str | Pat
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)
     return Path(out_png)
 
 
@@ -126,8 +194,10 @@ def write_report(
     recipes = sorted({str(r.get("recipe", r.get("model", ""))) for r in raw})
     title = title or ", ".join(recipes)
     md = markdown_table(table)
+    _, differing = config_groups([run_config(Path(r["_path"])) for r in raw])
+    groups = f"rows differ in {', '.join(differing)} (runs are pooled only over seeds); " if differing else ""
     text = (
-        f"## {title}\n\n{md}\n\nmean ± sample std over seeds {sorted({r.get('seed') for r in raw}, key=str)}; "
+        f"## {title}\n\n{md}\n\n{groups}mean ± sample std over seeds {sorted({r.get('seed') for r in raw}, key=str)}; "
         f"hardware: {'; '.join(hardware)}. Generated by `ltrain-report dir={run_root}`.\n"
     )
     atomic_write_bytes(out_dir / "report.md", text.encode())
@@ -138,6 +208,8 @@ def write_report(
         }
         for arm, cells in table.items()
     }
-    atomic_write_json(out_dir / "report.json", {"title": title, "hardware": hardware, "arms": summary})
+    atomic_write_json(
+        out_dir / "report.json", {"title": title, "hardware": hardware, "differing_keys": differing, "arms": summary}
+    )
     png = plot_arms(table, metric, out_dir / "report.png", title)
     return {"markdown": text, "summary": summary, "plot": str(png) if png else None}

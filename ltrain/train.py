@@ -9,18 +9,20 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 import ltrain
 from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
-from ltrain.errors import instantiate
+from ltrain.errors import LtrainError, instantiate
+from ltrain.history import HistoryCSVLogger, epochs_done, keep_history
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
 from ltrain.presets import apply_preset
+from ltrain.validate import check_input_size, validate_train_config
 from ltrain.zoo import check_push, preprocessing_of, push_trained
 
 
@@ -98,23 +100,71 @@ def hardware() -> str:
     return f"{os.cpu_count()} CPU cores ({cpu}), {gpu}, torch {torch.__version__}"
 
 
+def continue_history(run_dir: Path, resume_from: Path | None) -> None:
+    """Seed ``run_dir/logs/metrics.csv`` with the history the resumed checkpoint holds (see ltrain.history).
+
+    Resuming from another run's checkpoint copies that run's rows; this directory's own rows of epochs the fit
+    will redo (or all of them, for a run restarted before its first checkpoint) move to ``logs/dropped-*.csv``.
+    """
+    log_dir = run_dir / "logs"
+    own = log_dir / "metrics.csv"
+    source = resume_from.parent.parent / "logs" / "metrics.csv" if resume_from is not None else own
+    if source.resolve() != own.resolve():
+        keep_history(log_dir, own, 0)
+    keep_history(log_dir, source, epochs_done(resume_from))
+
+
+def record_hydra(cfg: DictConfig, run_dir: Path) -> None:
+    """Hydra's record of the job (``.hydra/config.yaml``, ``overrides.yaml``, ``hydra.yaml``), written by ltrain.
+
+    ltrain's config sets ``hydra.output_subdir: null`` so that Hydra writes nothing into a run directory before
+    :func:`ltrain.resume.find_resume_point` has accepted it; this writes the same files once it has.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    out = run_dir / ".hydra"
+    out.mkdir(exist_ok=True)
+    OmegaConf.save(cfg, out / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hc, resolve=False)}), out / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hc.overrides.task)), out / "overrides.yaml")
+
+
+def _push(cfg: DictConfig, module: ClassifierModule, dm: ImageClassificationData, results: dict, run_dir: Path) -> str:
+    """Push the trained network as ``zoo.push``; a failure names the command that pushes the finished run later."""
+    name = str(cfg.zoo.push)
+    try:
+        return push_trained(cfg, module.model, dm, results).name
+    except Exception as e:
+        raise LtrainError(
+            f"the run finished ({run_dir / 'results.json'}), but pushing it to the zoo as {name} failed: "
+            f"{type(e).__name__}: {e}\n  Once fixed, push it with: ltrain-zoo push {name} --run {run_dir}"
+        ) from e
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
     from ltrain.resume import check_checkpoint, find_resume_point
 
+    validate_train_config(cfg)  # wrong types and sizes fail in the first second, naming the key
     apply_preset(cfg)  # a preset refuses contradictory overrides before any work
     check_model_name(cfg.model.name)  # fail before loading any data
     check_push(cfg)  # an invalid or taken zoo.push name fails now, not after training
-    run_dir, resume_from = find_resume_point(cfg, Path(run_dir))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, resume_from = find_resume_point(cfg, Path(run_dir))  # refuses before anything is written
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # model init independent of data loading
     module = build_module(cfg, dm)
+    check_input_size(module.model, dm.input_shape, str(cfg.model.name))
     if resume_from is not None:
         check_checkpoint(resume_from, module)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank == 0:
+        continue_history(run_dir, resume_from)
     checkpoint, last = checkpoints(run_dir / "checkpoints")
-    logger = CSVLogger(save_dir=str(run_dir), name="", version="logs")
+    logger = HistoryCSVLogger(save_dir=str(run_dir))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         callbacks=[*build_callbacks(cfg), checkpoint, last],
@@ -124,6 +174,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         OmegaConf.save(cfg, run_dir / "config.yaml")
+        record_hydra(cfg, run_dir)
     if cfg.get("tune"):  # the LR range test: lr_find.png + the suggested rate; then fit only if tune.fit
         from ltrain.optim.lr_find import find_lr
 
@@ -164,9 +215,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         results["test_acc"] = metrics["test/acc"]
         results["test_loss"] = metrics["test/loss"]
     if trainer.is_global_zero:
+        atomic_write_json(run_dir / "results.json", results)  # first: a failed push still leaves a finished run
         if (cfg.get("zoo") or {}).get("push"):  # rank 0 only: one writer to the zoo
-            results["zoo_entry"] = push_trained(cfg, module.model, dm, results).name
-        atomic_write_json(run_dir / "results.json", results)
+            results["zoo_entry"] = _push(cfg, module, dm, results, run_dir)
+            atomic_write_json(run_dir / "results.json", results)
         metrics_csv = Path(logger.log_dir) / "metrics.csv"
         if cfg.get("plots", True) and metrics_csv.is_file():
             from ltrain.plots import plot_learning_curves

@@ -278,6 +278,23 @@ class Zoo:
         return cfg
 
     # writing
+    def check_writable(self) -> None:
+        """Refuse a store or catalogue that cannot be written (a file in the way, no permission), without writing."""
+        for what, path in (("the weight store $LTRAIN_ZOO_HOME", self.home), ("the catalogue", self.catalog)):
+            existing = path
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not existing.is_dir():
+                raise LtrainError(
+                    f"{what} {path} cannot be used: {existing} is a file, not a folder. Point LTRAIN_ZOO_HOME "
+                    "(and LTRAIN_ZOO_CATALOG, if set) at a folder"
+                )
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise LtrainError(
+                    f"{what} {path} cannot be written: no write permission on {existing}. Point LTRAIN_ZOO_HOME "
+                    "(and LTRAIN_ZOO_CATALOG, if set) at a folder you can write"
+                )
+
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the catalogue's and the store's lock files (always in that order, so two writers cannot deadlock)."""
@@ -323,6 +340,8 @@ class Zoo:
         (lineage); when None and ``pretrained`` is ``zoo:X``, the parent is X.
         """
         check_name(name)
+        overwrite = bool_option(overwrite, "overwrite")
+        self.check_writable()
         if self.exists(name) and not overwrite:
             raise LtrainError(
                 f"zoo entry {name!r} exists: choose another name, or replace it with overwrite "
@@ -412,14 +431,34 @@ def timm_pretrained_cfg(name: str) -> dict[str, Any]:
     return Zoo().timm_pretrained_cfg(name)
 
 
-def check_push(cfg: Any) -> None:
-    """Fail before training if ``zoo.push`` names an invalid or existing entry (unless ``zoo.overwrite``)."""
+def bool_option(value: Any, key: str) -> bool:
+    """``value`` if it is a real boolean; ``zoo.overwrite=no`` is a non-empty string, which Python calls true."""
+    if isinstance(value, bool):
+        return value
+    raise LtrainError(f"{key}={value!r} is not a boolean: write {key}=true or {key}=false")
+
+
+def check_push(cfg: Any, name: str | None = None, by: str | None = None) -> None:
+    """Fail before any training if a push at the end of the run could not succeed.
+
+    ``name`` is the entry the run will push (default ``zoo.push``); ``by`` says who chose it (a recipe) for the
+    message. Checks: the name is valid, ``zoo.overwrite`` is a real boolean, the store and catalogue can be
+    written, and the name is free unless ``zoo.overwrite=true``.
+    """
     zoo_cfg = cfg.get("zoo") or {}
-    name = zoo_cfg.get("push")
+    overwrite = bool_option(zoo_cfg.get("overwrite", False), "zoo.overwrite")
+    name = name or zoo_cfg.get("push")
     if not name:
         return
     check_name(str(name))
-    if Zoo().exists(str(name)) and not zoo_cfg.get("overwrite", False):
+    zoo = Zoo()
+    zoo.check_writable()
+    if zoo.exists(str(name)) and not overwrite:
+        if by:
+            raise LtrainError(
+                f"{by} pushes its model to the zoo as {name}, which exists (an earlier run?): remove it "
+                f"(ltrain-zoo rm {name}), choose another name with zoo.push=NAME, or replace it with zoo.overwrite=true"
+            )
         raise LtrainError(
             f"zoo.push={name}: that entry exists. Choose another name or add zoo.overwrite=true "
             f"(multirun: 'zoo.push=NAME_s${{seed}}')"
@@ -451,7 +490,7 @@ def push_trained(cfg: Any, model: nn.Module, datamodule: Any, results: Mapping[s
         parent=zoo_cfg.get("parent"),
         pretrained=model_cfg.get("pretrained"),
         description=zoo_cfg.get("description") or "",
-        overwrite=bool(zoo_cfg.get("overwrite", False)),
+        overwrite=bool_option(zoo_cfg.get("overwrite", False), "zoo.overwrite"),
     )
 
 

@@ -73,3 +73,49 @@ def test_report_on_an_empty_directory_says_where_to_point_it(tmp_path):
         [str(BIN / "ltrain-report"), f"dir={tmp_path}"], capture_output=True, text=True, timeout=120, check=False
     )
     assert out.returncode != 0 and "no results.json" in out.stderr
+
+
+def _fake_run(root: Path, name: str, overrides: list[str], test_acc: float) -> None:
+    """A run directory as ``ltrain`` leaves it: the composed config and a results.json."""
+    from omegaconf import OmegaConf
+
+    from ltrain.config import compose_config
+
+    run = root / name
+    run.mkdir(parents=True)
+    cfg = compose_config(*overrides)
+    OmegaConf.save(cfg, run / "config.yaml")
+    (run / "results.json").write_text(json.dumps({"seed": cfg.seed, "model": "mlp", "test_acc": test_acc}))
+
+
+def test_report_pools_only_over_seeds_and_names_what_differs(tmp_path):
+    from ltrain.report import write_report
+
+    _fake_run(tmp_path, "0", ["seed=0", "optimizer.lr=0.01"], 0.90)
+    _fake_run(tmp_path, "1", ["seed=1", "optimizer.lr=0.01"], 0.92)
+    _fake_run(tmp_path, "2", ["seed=0", "optimizer.lr=0.1"], 0.50)
+    _fake_run(tmp_path, "3", ["seed=0", "optimizer.lr=0.1", "trainer.max_epochs=3"], 0.60)
+    out = write_report(tmp_path)
+    summary = out["summary"]
+    assert set(summary) == {
+        "run [optimizer.lr=0.01, trainer.max_epochs=10]",
+        "run [optimizer.lr=0.1, trainer.max_epochs=10]",
+        "run [optimizer.lr=0.1, trainer.max_epochs=3]",
+    }
+    pooled = summary["run [optimizer.lr=0.01, trainer.max_epochs=10]"]["test_acc"]
+    assert pooled["n"] == 2 and pooled["mean"] == statistics.fmean([0.90, 0.92])
+    assert "rows differ in optimizer.lr, trainer.max_epochs" in out["markdown"]
+    single = summary["run [optimizer.lr=0.1, trainer.max_epochs=3]"]["test_acc"]
+    assert single["n"] == 1 and single["std"] is None
+    row = next(line for line in out["markdown"].splitlines() if "max_epochs=3]" in line)
+    assert "0.6000" in row and "±" not in row  # one run: no spread printed
+
+
+def test_report_names_a_damaged_results_file(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text('{"seed": 0, "test_acc": 0.9')  # cut short
+    out = subprocess.run(
+        [str(BIN / "ltrain-report"), f"dir={tmp_path}"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert out.returncode == 2 and f"cannot read {tmp_path / 'a' / 'results.json'}" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -36,6 +36,12 @@ def train_app(cfg: DictConfig) -> float | None:
 
     run_dir = _pin_run_dir()
     if recipe_runner(cfg) is not None:
+        from pathlib import Path
+
+        from ltrain.train import record_hydra
+
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        record_hydra(cfg, Path(run_dir))
         results = run_recipe(cfg, run_dir)
         if isinstance(results.get("source"), dict):
             print(f"{'source (model A)':>20}: test_acc={results['source']['test_acc']:.4f}")
@@ -54,11 +60,15 @@ def train_app(cfg: DictConfig) -> float | None:
 
 def main() -> float | None:
     """``ltrain [overrides]`` trains; ``ltrain groups [overrides]`` prints the model's layer groups instead."""
+    from ltrain.cli.common import exit_on_override_typos
+
     if len(sys.argv) > 1 and sys.argv[1] == "groups":
         from ltrain.cli.groups import main as groups_main
 
         del sys.argv[1]
+        exit_on_override_typos("config")
         return groups_main()
+    exit_on_override_typos("config")
     return train_app()
 
 

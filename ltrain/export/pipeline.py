@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +33,18 @@ def export(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     size = tuple(cfg.input_size) if cfg.get("input_size") else tuple(input_shape[1:])
     gen = torch.Generator().manual_seed(int(cfg.seed))
     example = torch.randn(1, input_shape[0], *size, generator=gen)
-    results = export_model(
+    with staged(out_dir) as stage:  # export.json is written, and published last, only once every check passed
+        results = _export_into(stage, model, example, cfg)
+        results["source"] = origin
+        atomic_write_json(stage / "export.json", _relocated(results, stage, Path(out_dir)))
+    return _relocated(results, stage, Path(out_dir))
+
+
+def _export_into(stage: Path, model: nn.Module, example: torch.Tensor, cfg: DictConfig) -> dict[str, Any]:
+    return export_model(
         model,
         example,
-        out_dir,
+        stage,
         fold=cfg.fold,
         unfoldable=cfg.unfoldable,
         tolerance=cfg.tolerance,
@@ -47,9 +60,6 @@ def export(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         latency_repeats=cfg.latency.repeats,
         latency_warmup=cfg.latency.warmup,
     )
-    results["source"] = origin
-    atomic_write_json(Path(out_dir) / "export.json", results)
-    return results
 
 
 def load_source(cfg: DictConfig) -> tuple[nn.Module, tuple[int, int, int], str]:
@@ -94,11 +104,14 @@ def _input_shape(name: str, cfg: DictConfig) -> tuple[int, int, int]:
 def _from_run_dir(path: Path) -> tuple[Path, dict | None, tuple[int, int, int] | None]:
     """For an ``ltrain`` run directory (or a checkpoint inside one): its best checkpoint, model config and input shape.
 
-    ``ltrain`` writes ``.hydra/config.yaml`` and ``results.json`` (with ``input_shape``) into every run directory,
-    so ``ltrain-export source=<run dir>`` rebuilds the trained network without repeating its options.
+    ``ltrain`` writes ``config.yaml`` (and Hydra's record ``.hydra/config.yaml``) and ``results.json`` (with
+    ``input_shape``) into every run directory, so ``ltrain-export source=<run dir>`` rebuilds the trained network
+    without repeating its options.
     """
     run = path if path.is_dir() else path.parent.parent
-    config, results = run / ".hydra" / "config.yaml", run / "results.json"
+    config, results = run / "config.yaml", run / "results.json"
+    if not config.is_file():
+        config = run / ".hydra" / "config.yaml"
     if not config.is_file():
         return path, None, None
     if path.is_dir():
@@ -157,14 +170,59 @@ def export_model(
     reported instead: ``sparsify`` zeroes weights below that magnitude after folding, ``quantize="int8"``
     also writes ``model_int8.onnx`` (ONNX Runtime dynamic quantisation) and times it beside the float file.
     """
-    from ltrain.export.lowp import QUANTIZE, output_change, zero_small_weights
+    from ltrain.export.lowp import QUANTIZE
 
     if quantize not in QUANTIZE:
         raise LtrainError(f"quantize={quantize!r} is not one of {list(QUANTIZE)}")
     if quantize and not onnx:
         raise LtrainError("quantize=int8 quantises the ONNX file: keep onnx.enabled=true")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with staged(out_dir) as stage:  # nothing appears in out_dir unless every check below passed
+        results = _export_model(
+            model,
+            example_input,
+            stage,
+            fold=fold,
+            unfoldable=unfoldable,
+            tolerance=tolerance,
+            onnx=onnx,
+            dynamo=dynamo,
+            opset=opset,
+            ort_level=ort_level,
+            compare_unfolded=compare_unfolded,
+            torch_export=torch_export,
+            sparsify=sparsify,
+            quantize=quantize,
+            latency_batches=latency_batches,
+            latency_repeats=latency_repeats,
+            latency_warmup=latency_warmup,
+        )
+    results = _relocated(results, stage, Path(out_dir))
+    _print_summary(results)
+    return results
+
+
+def _export_model(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    out_dir: Path,
+    *,
+    fold: bool,
+    unfoldable: str,
+    tolerance: float,
+    onnx: bool,
+    dynamo: bool,
+    opset: int | None,
+    ort_level: str,
+    compare_unfolded: bool,
+    torch_export: bool,
+    sparsify: float,
+    quantize: str | None,
+    latency_batches: list[int],
+    latency_repeats: int,
+    latency_warmup: int,
+) -> dict[str, Any]:
+    from ltrain.export.lowp import output_change, zero_small_weights
+
     original = model.eval()
     results: dict[str, Any] = {"input_shape": list(example_input.shape[1:])}
     if fold:
@@ -223,8 +281,46 @@ def export_model(
             "file": str(out_dir / "model.pt2"),
             "batch_norm_ops": torch_export_batch_norms(deployed, example_input),
         }
-    _print_summary(results)
     return results
+
+
+STAGING_PREFIX = ".export-"
+
+
+@contextmanager
+def staged(out_dir: str | Path) -> Iterator[Path]:
+    """A temporary folder inside ``out_dir`` to export into; on success its files move into ``out_dir``.
+
+    ``export.json``, when there is one, moves last: it is the commit point, so a kill at any moment leaves either
+    the previous export or the whole new one. On failure (a check that did not pass, a kill) the new files stay
+    out of ``out_dir``; folders left by killed exports are removed by the next export into the same place.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _remove_dead_staging(out_dir)
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=out_dir))
+    try:
+        yield stage
+        files = sorted((p for p in stage.iterdir() if p.is_file()), key=lambda p: p.name == "export.json")
+        for path in files:
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove_dead_staging(out_dir: Path) -> None:
+    for stage in out_dir.glob(f"{STAGING_PREFIX}*"):
+        try:
+            os.kill(int(stage.name[len(STAGING_PREFIX) :].split("-")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(stage, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+def _relocated(results: dict[str, Any], stage: Path, out_dir: Path) -> dict[str, Any]:
+    """``results`` with the paths of staged files pointing where the files were moved."""
+    return json.loads(json.dumps(results, default=str).replace(json.dumps(str(stage))[1:-1], str(out_dir)))
 
 
 def _export_and_check(

@@ -65,11 +65,13 @@ def fit_pretext(
 
 
 def zoo_name(cfg: DictConfig) -> tuple[str, bool]:
-    """(entry name, overwrite): ``zoo.push`` if given, else ``<recipe name>_s<seed>`` (the recipe's own, replaced)."""
+    """(entry name, overwrite): ``zoo.push`` if given, else ``<recipe name>_s<seed>``; replaced only if
+    ``zoo.overwrite=true`` (a rerun of the recipe fails before any work instead: ``check_push``)."""
+    from ltrain.zoo import bool_option
+
     zoo_cfg = cfg.get("zoo") or {}
-    if zoo_cfg.get("push"):
-        return str(zoo_cfg.push), bool(zoo_cfg.get("overwrite", False))
-    return f"{cfg.recipe.name}_s{cfg.seed}", True
+    overwrite = bool_option(zoo_cfg.get("overwrite", False), "zoo.overwrite")
+    return str(zoo_cfg.get("push") or f"{cfg.recipe.name}_s{cfg.seed}"), overwrite
 
 
 def push_pretrained(

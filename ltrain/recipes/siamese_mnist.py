@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from ltrain.data.pairs import PairData
 from ltrain.modules.encoders import encoder_of
 from ltrain.modules.siamese import SiameseModule
-from ltrain.recipes.pretraining import classifier_network, fit_pretext, hand_over_and_compare
+from ltrain.recipes.pretraining import classifier_network, fit_pretext, hand_over_and_compare, zoo_name
 from ltrain.train import build_datamodule
 from ltrain.zoo import check_push
 
@@ -55,7 +55,7 @@ def build_siamese(cfg: DictConfig, dm) -> tuple[torch.nn.Module, SiameseModule]:
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Pretrain on pairs, push to the zoo, train the arms; returns {"arms": ..., "pretext": ..., ...}."""
-    check_push(cfg)  # a taken zoo.push name fails now, not after pretraining
+    check_push(cfg, zoo_name(cfg)[0], by=f"recipe={cfg.recipe.name}")  # a taken name fails now, not after pretraining
     run_dir = Path(run_dir)
     p = cfg.recipe.pretrain
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -22,14 +22,20 @@ from omegaconf import DictConfig
 from ltrain.data.pairs import UnlabelledData
 from ltrain.modules.autoencoder import DenoisingAutoencoder, dense_decoder, fit_greedy_layerwise
 from ltrain.modules.encoders import encoder_of
-from ltrain.recipes.pretraining import classifier_network, fit_pretext, hand_over_and_compare, pretrain_trainer
+from ltrain.recipes.pretraining import (
+    classifier_network,
+    fit_pretext,
+    hand_over_and_compare,
+    pretrain_trainer,
+    zoo_name,
+)
 from ltrain.train import build_datamodule
 from ltrain.zoo import check_push
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Pretrain the autoencoder, push its encoder to the zoo, train the arms."""
-    check_push(cfg)  # a taken zoo.push name fails now, not after pretraining
+    check_push(cfg, zoo_name(cfg)[0], by=f"recipe={cfg.recipe.name}")  # a taken name fails now, not after pretraining
     run_dir = Path(run_dir)
     p, a = cfg.recipe.pretrain, cfg.recipe.autoencoder
     L.seed_everything(cfg.seed, workers=True, verbose=False)

@@ -3,7 +3,7 @@
 The book's recipe for reusing pretrained layers, run end to end:
 
 1. train model A on the source task (``recipe.source`` overrides the main config, e.g. digits 0-4) and
-   push it to the zoo as ``<recipe>_a_s<seed>`` — or, with ``recipe.source: null``, take the weights
+   push it to the zoo as ``zoo.push`` or ``<recipe>_a_s<seed>`` (a taken name fails before any training) — or, with ``recipe.source: null``, take the weights
    ``recipe.pretrained`` names (e.g. ``imagenet_lite0``, a public zoo model);
 2. train every arm of ``recipe.arms`` on the target task (``recipe.target`` overrides, e.g. digits 5-9
    with 100 images per digit): arms with ``pretrained: true`` start from A's weights with their own
@@ -33,15 +33,20 @@ def merged(cfg: DictConfig, overrides: DictConfig | None) -> DictConfig:
     return out
 
 
+def zoo_name(cfg: DictConfig) -> str:
+    """Model A's entry: ``zoo.push`` if given, else ``<recipe>_a_s<seed>``."""
+    return str((cfg.get("zoo") or {}).get("push") or f"{cfg.recipe.name}_a_s{cfg.seed}")
+
+
 def train_source(cfg: DictConfig, run_dir: Path) -> tuple[str, dict[str, float]]:
     """Train model A on the source task and push it to the zoo; (weights source, A's metrics)."""
     from ltrain.train import train
 
-    name = f"{cfg.recipe.name}_a_s{cfg.seed}"
+    name = zoo_name(cfg)
     src = merged(cfg, cfg.recipe.source)
     with open_dict(src):
         src.freeze = None
-        src.zoo.push, src.zoo.overwrite = name, True
+        src.zoo.push = name  # zoo.overwrite stays the user's: a rerun does not replace A without being asked
         src.zoo.description = f"model A of recipe {cfg.recipe.name}, seed {cfg.seed}"
     res = train(src, run_dir / "source")
     return f"zoo:{name}", {"test_acc": float(res["test_acc"]), "best_val_acc": float(res["best_val_acc"])}
@@ -50,10 +55,12 @@ def train_source(cfg: DictConfig, run_dir: Path) -> tuple[str, dict[str, float]]
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Model A (trained or public), then each arm on the target task; per-arm test accuracy."""
     from ltrain.train import train
+    from ltrain.zoo import check_push
 
     run_dir = Path(run_dir)
     out: dict[str, Any] = {}
     if cfg.recipe.get("source") is not None:
+        check_push(cfg, zoo_name(cfg), by=f"recipe={cfg.recipe.name}")  # a taken name fails now, not after A
         weights, out["source"] = train_source(cfg, run_dir)
         out["zoo_entry"] = weights.removeprefix("zoo:")
     else:

@@ -151,3 +151,40 @@ def test_a_low_latency_preset_run_exports_with_every_batch_norm_folded(tmp_path,
     assert results["fold"]["total"] == len(cfg.model.hidden) == results["fold"]["folded"]
     assert results["onnx"]["files"]["model"]["batch_norm_nodes"] == 0
     assert results["onnx"]["files"]["model"]["max_abs_diff"] <= 1e-4
+
+
+def test_a_failed_check_leaves_no_export_behind(tmp_path):
+    """Atomic export: the ONNX file was written, ONNX Runtime's check refused it, and nothing is left in place."""
+    model = randomize_batchnorm_(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8)))
+    with pytest.raises(RuntimeError, match="differs from PyTorch"):
+        export_model(model, torch.randn(1, 3, 16, 16), tmp_path, fold=False, tolerance=0.0, latency_repeats=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_during_ltrain_export_leaves_the_previous_export_or_the_whole_new_one(tmp_path):
+    """Killed once an ONNX file exists anywhere in the output folder: model.onnx only ever appears with export.json."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    victim = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ltrain-export"), "source=resnet10t", *FAST, f"hydra.run.dir={out}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    while not list(out.rglob("*.onnx")):  # the kill point: the first ONNX file written, wherever it is
+        assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
+        time.sleep(0.01)
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=60)
+    if (out / "model.onnx").exists():  # the export finished before the kill: then it is whole
+        assert (out / "export.json").is_file()
+    else:
+        assert not (out / "export.json").exists() and not list(out.glob("*.onnx"))
+    cfg = export_config("source=resnet10t")
+    export(cfg, out)  # the next export into the same folder clears the dead one's staging and lands whole
+    left = sorted(p.name for p in out.iterdir() if p.suffix != ".log" and p.name != ".hydra")  # Hydra's own files
+    assert left == ["export.json", "model.onnx", "model_unfolded.onnx"], left

@@ -110,7 +110,7 @@ def test_the_recipe_entry_is_named_by_zoo_push_and_a_taken_name_fails_before_any
     from ltrain.recipes import run_recipe
     from ltrain.recipes.pretraining import zoo_name
 
-    assert zoo_name(compose_config("recipe=siamese_mnist", "seed=2")) == ("siamese_mnist_s2", True)
+    assert zoo_name(compose_config("recipe=siamese_mnist", "seed=2")) == ("siamese_mnist_s2", False)
     assert zoo_name(compose_config("recipe=siamese_mnist", "zoo.push=mine")) == ("mine", False)
     pretrain_and_push(digits, "taken")
     with pytest.raises(LtrainError, match=r"zoo.overwrite"):

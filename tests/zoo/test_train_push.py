@@ -104,3 +104,72 @@ def test_under_ddp_only_rank_zero_pushes(tmp_path):
     (best,) = (tmp_path / "runs").rglob("best.ckpt")
     stored, trained = zoo.load_state_dict("ddp_entry"), read_weights_file(best)
     assert stored.keys() == trained.keys() and all(torch.equal(stored[k], trained[k]) for k in stored)
+
+
+# ---- nothing in the zoo is replaced unless asked with a real boolean; a push that cannot land fails first ----
+def _tiny_entry(name: str) -> None:
+    from ltrain.models import build_mlp
+
+    Zoo().push(build_mlp(784, 10, hidden=[4]), name, model_cfg={"name": "mlp", "hidden": [4]}, input_shape=[1, 28, 28])
+
+
+def _nothing_trained(run_dir) -> None:
+    assert not run_dir.exists() or not list(run_dir.rglob("*.ckpt")), "training ran before the zoo check"
+
+
+@pytest.mark.parametrize("word", ["no", "false_", "0", "yes"])
+def test_zoo_overwrite_must_be_a_real_boolean(cfg_factory, tmp_path, word):
+    _tiny_entry("taken")
+    before = Zoo().get("taken")
+    with pytest.raises(LtrainError, match=rf"zoo.overwrite='{word}' is not (a boolean|valid: expected true or false)"):
+        train(cfg_factory(*TINY, "zoo.push=taken", f"zoo.overwrite='{word}'"), tmp_path / "run")
+    assert Zoo().get("taken") == before
+    _nothing_trained(tmp_path / "run")
+
+
+def test_a_zoo_home_that_is_a_file_fails_before_training(cfg_factory, tmp_path, monkeypatch):
+    home = tmp_path / "not_a_folder"
+    home.write_text("a file where the store should be")
+    monkeypatch.setenv("LTRAIN_ZOO_HOME", str(home))
+    with pytest.raises(LtrainError, match=rf"{home} is a file, not a folder"):
+        train(cfg_factory(*TINY, "zoo.push=entry"), tmp_path / "run")
+    _nothing_trained(tmp_path / "run")
+
+
+class FileInTheWay(__import__("lightning").Callback):
+    """Puts a file where the zoo store will be created, after the pre-training checks passed (a full disk, a
+    store unmounted mid-run: the push fails only at the end)."""
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        import os
+        from pathlib import Path
+
+        Path(os.environ["LTRAIN_ZOO_HOME"]).write_text("in the way")
+
+
+def test_a_push_that_fails_at_the_end_leaves_a_finished_run_that_ltrain_zoo_push_accepts(
+    cfg_factory, tmp_path, monkeypatch
+):
+    import os
+
+    with pytest.raises(LtrainError, match=r"ltrain-zoo push late --run") as err:
+        train(
+            cfg_factory(*TINY, "zoo.push=late", f"+callbacks.block._target_={__name__}.FileInTheWay"),
+            tmp_path / "run",
+        )
+    assert "the run finished" in str(err.value)
+    assert (tmp_path / "run" / "results.json").is_file()
+    os.remove(os.environ["LTRAIN_ZOO_HOME"])  # the user clears the way, then pushes the finished run
+    assert zoo_cli(["push", "late", "--run", str(tmp_path / "run")]) == 0
+    assert Zoo().get("late").metrics["test_acc"]["n"] == 1
+
+
+def test_rerunning_a_transfer_recipe_does_not_replace_its_model_a(cfg_factory, tmp_path):
+    from ltrain.recipes import run_recipe
+
+    _tiny_entry("mnist_transfer_a_s0")  # what the first run of the recipe pushed
+    before = Zoo().get("mnist_transfer_a_s0")
+    with pytest.raises(LtrainError, match=r"recipe=mnist_transfer pushes its model to the zoo as mnist_transfer_a_s0"):
+        run_recipe(cfg_factory("recipe=mnist_transfer"), tmp_path)
+    assert not (tmp_path / "source").exists()  # refused before model A trained
+    assert Zoo().get("mnist_transfer_a_s0") == before
