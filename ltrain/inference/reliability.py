@@ -17,12 +17,10 @@ def plot_reliability(
     Left: accuracy vs mean confidence per bin (the diagonal is perfect calibration), with each
     label's ECE in the legend. Right: how many predictions fall in each confidence bin.
     """
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: drawing to a file must not switch the user's backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax, hist) = plt.subplots(1, 2, figsize=(10, 4.2))
+    fig = Figure(figsize=(10, 4.2))
+    (ax, hist) = fig.subplots(1, 2)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
     width = 1.0 / n_bins
     for i, (label, probs) in enumerate(predictions.items()):
@@ -43,5 +41,4 @@ def plot_reliability(
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)
     return out_png
