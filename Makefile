@@ -34,6 +34,7 @@ data:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 demo: $(STAMP)
 	$(BIN)/ltrain recipe=mnist_transfer trainer.enable_progress_bar=false
