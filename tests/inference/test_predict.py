@@ -28,7 +28,7 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=2",
     "data.eval_batch_size=64",
-    "callbacks.mc_dropout.samples=6",
+    "mc.samples=6",
 ]
 
 
