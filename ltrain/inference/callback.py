@@ -17,6 +17,7 @@ number of processes with repeated inputs: those are counted twice, as in every D
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ class MCDropoutEvaluation(Callback):
     def __init__(self, mc: MCSettings | None = None, plot: bool = True):
         mc = mc or MCSettings()
         if mc.samples is None:
-            mc = MCSettings(**{**mc.__dict__, "samples": DEFAULT_SAMPLES})
+            mc = replace(mc, samples=DEFAULT_SAMPLES)
         if mc.samples < 2:
             raise LtrainError(f"MCDropoutEvaluation needs mc.samples >= 2 to estimate uncertainty, got {mc.samples}")
         self.mc, self.plot = mc, plot

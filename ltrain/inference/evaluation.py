@@ -14,7 +14,7 @@ state; these sums are the same ECE in constant memory.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -67,7 +67,7 @@ class MCSettings:
         """These settings with ``samples`` decided: ``auto`` is 30 with dropout in ``net``, else 0."""
         if self.samples is not None:
             return self
-        return MCSettings(**{**asdict(self), "samples": DEFAULT_SAMPLES if has_dropout(net) else 0})
+        return replace(self, samples=DEFAULT_SAMPLES if has_dropout(net, self.drop_path) else 0)
 
 
 def has_dropout(model: nn.Module, drop_path: bool = False) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-
 from torchmetrics.functional.classification import multiclass_calibration_error
 
 from ltrain.inference import (
