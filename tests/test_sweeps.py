@@ -90,6 +90,57 @@ def test_optuna_lr_search_runs_trials_on_a_log_scale_and_prunes_those_below_the_
     assert best["best_value"] == max(t.value for t in trials if t.state == states.COMPLETE)
 
 
+def test_sweep_overrides_become_optuna_distributions_and_plain_values_stay_fixed():
+    pytest.importorskip("optuna", minversion="4.0", reason="the optuna extra: pip install 'ltrain[optuna]'")
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from hydra_plugins.ltrain_optuna_sweeper.optuna_sweeper import search_space
+
+    space, fixed = search_space(
+        [
+            "optimizer.lr=tag(log, interval(1e-5, 1.0))",
+            "model.dropout=interval(0.1, 0.5)",
+            "data.batch_size=choice(32, 64)",
+            "model.depth=range(1, 8, 2)",  # Hydra's range stops before 8: 1, 3, 5, 7
+            "seed=3",
+        ]
+    )
+    assert space == {
+        "optimizer.lr": FloatDistribution(1e-5, 1.0, log=True),
+        "model.dropout": FloatDistribution(0.1, 0.5),
+        "data.batch_size": CategoricalDistribution([32, 64]),
+        "model.depth": IntDistribution(1, 7, step=2),
+    }
+    assert fixed == {"seed": "3"}
+
+
+def test_optuna_pruning_outside_a_sweep_is_refused_before_training(tmp_path):
+    from ltrain.callbacks import OptunaPruning
+    from ltrain.errors import LtrainError
+
+    with pytest.raises(LtrainError, match="runs inside an Optuna sweep, which gives each job its trial number"):
+        OptunaPruning(storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="lr_coarse", trial_number=None)
+
+
+def test_optuna_pruning_refuses_a_trial_that_already_finished(tmp_path):
+    optuna = pytest.importorskip("optuna", minversion="4.0", reason="the optuna extra: pip install 'ltrain[optuna]'")
+    from ltrain.callbacks import OptunaPruning
+    from ltrain.errors import LtrainError
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.tell(study.ask(), 0.5)  # trial 0: COMPLETE
+    running = study.ask()  # trial 1: RUNNING
+    callback = OptunaPruning(storage=storage, study_name="s", trial_number="1")
+    _, trial = callback._load_trial()
+    trial.report(0.25, step=0)  # the callback's trial IS trial 1 in the storage
+    assert study.trials[running.number].intermediate_values == {0: 0.25}
+    with pytest.raises(LtrainError, match="trial 0 of study 's' is COMPLETE, not RUNNING"):
+        OptunaPruning(storage=storage, study_name="s", trial_number=0)._load_trial()
+    with pytest.raises(LtrainError, match="has no trial 7"):
+        OptunaPruning(storage=storage, study_name="s", trial_number=7)._load_trial()
+
+
 def test_slurm_launcher_config_composes_one_task_per_device():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     cfg = _compose_with_hydra("cluster=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2")
