@@ -635,6 +635,11 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "tests/cache/test_cache.py::test_a_damaged_cache_file_is_named_and_recomputed_not_read",
         "(warning) FrozenFeatureCache: the cache file FILE is damaged (…); recomputing it",
     ),
+    (
+        "tune.apply=true with an LR sweep whose loss curve is flat",
+        "tests/toolbox/test_toolbox_presets_tune.py::test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve",
+        "(warning) lr_find: the suggestion is not applied: the loss curve is flat: it falls by 0.4% over the sweep, less than tune.min_drop=10%. The run keeps optimizer.lr=…",
+    ),
 ]
 
 
