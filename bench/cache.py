@@ -176,12 +176,22 @@ def main() -> None:
                     sys.exit(f"{c}/{a} failed:\n{out.stderr[-3000:]}")
                 res = json.loads(out.stdout.strip().splitlines()[-1])
                 runs[(c, a)].append(res)
+                later = _later(res)
                 print(
                     f"repeat {r} case {c} {a:8s}: first {res['epochs'][0]:.2f}s, later median "
-                    f"{statistics.median(res['epochs'][1:]):.3f}s, fit {res['fit_seconds']:.1f}s",
+                    f"{_seconds(later)} s, fit {res['fit_seconds']:.1f}s",
                     flush=True,
                 )
     print(report(runs, cases, args))
+
+
+def _later(run: dict) -> float | None:
+    """The median of a run's epochs after the first; None with ``--epochs 1`` (there are none)."""
+    return statistics.median(run["epochs"][1:]) if len(run["epochs"]) > 1 else None
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def report(runs: dict, cases: list[str], args: argparse.Namespace) -> str:
@@ -199,7 +209,7 @@ def report(runs: dict, cases: list[str], args: argparse.Namespace) -> str:
             rs = runs[(c, a)]
             rows[a] = {
                 "first": statistics.median(r["epochs"][0] for r in rs),
-                "later": statistics.median(statistics.median(r["epochs"][1:]) for r in rs),
+                "later": statistics.median(_later(r) for r in rs) if args.epochs > 1 else None,
                 "total": statistics.median(r["fit_seconds"] for r in rs),
                 "rss": statistics.median(r["peak_rss_mb"] for r in rs),
                 "acc": statistics.median(r["val_acc"] for r in rs),
@@ -212,17 +222,23 @@ def report(runs: dict, cases: list[str], args: argparse.Namespace) -> str:
             "|---|---:|---:|---:|---:|---:|",
         ]
         lines += [
-            f"| {a} | {v['first']:.2f} | {v['later']:.3f} | {v['total']:.1f} | {v['rss']:.0f} | {v['acc']:.3f} |"
+            f"| {a} | {v['first']:.2f} | {_seconds(v['later'])} | {v['total']:.1f} | {v['rss']:.0f} | {v['acc']:.3f} |"
             for a, v in rows.items()
         ]
         u, k, f = rows["uncached"], rows["cached"], rows["floor"]
+        measured = [
+            f"- {args.epochs}-epoch fit measured: uncached / cached = {u['total'] / k['total']:.1f}x "
+            f"(cached first epoch includes the precomputation: {k['first']:.2f}s vs {u['first']:.2f}s uncached)",
+        ]
+        if u["later"] is None:  # --epochs 1: no later epoch to time, nothing to extrapolate from
+            lines += ["", "- later epochs: not measured (--epochs 1; use --epochs 2 or more)", *measured, ""]
+            continue
         ten = {a: v["first"] + 9 * v["later"] for a, v in rows.items()}  # first epoch + 9 later ones
         lines += [
             "",
             f"- later epochs: uncached / cached = **{u['later'] / k['later']:.1f}x**; "
             f"cached / floor = **{k['later'] / f['later']:.2f}x**",
-            f"- {args.epochs}-epoch fit measured: uncached / cached = {u['total'] / k['total']:.1f}x "
-            f"(cached first epoch includes the precomputation: {k['first']:.2f}s vs {u['first']:.2f}s uncached)",
+            *measured,
             f"- 10 epochs (first + 9 x later median): uncached {ten['uncached']:.1f}s, cached "
             f"{ten['cached']:.1f}s, floor {ten['floor']:.1f}s; uncached / cached = "
             f"{ten['uncached'] / ten['cached']:.1f}x",

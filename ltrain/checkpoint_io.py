@@ -49,10 +49,14 @@ class ChecksummedCheckpointIO(TorchCheckpointIO):
         _sidecar(Path(path)).unlink(missing_ok=True)
 
 
-def verify_checkpoint(path: str | os.PathLike) -> bool:
+RESUME_FIX = "Resume from another checkpoint (resume=PATH) or start afresh (resume=null)"
+
+
+def verify_checkpoint(path: str | os.PathLike, fix: str = RESUME_FIX) -> bool:
     """True if ``path`` matches its sidecar; False if it has none (a checkpoint from elsewhere).
 
-    Raises LtrainError when the sidecar exists and the file matches none of its hashes.
+    Raises LtrainError when the sidecar exists and the file matches none of its hashes; ``fix`` (what the
+    user can do instead) ends the message.
     """
     path = Path(path)
     side = _sidecar(path)
@@ -60,7 +64,6 @@ def verify_checkpoint(path: str | os.PathLike) -> bool:
         return False
     if sha256_file(path) not in side.read_text().split():
         raise LtrainError(
-            f"checkpoint {path} is corrupt or truncated (its sha256 does not match {side.name}).\n"
-            "  Resume from another checkpoint (resume=PATH) or start afresh (resume=null)"
+            f"checkpoint {path} is corrupt or truncated (its sha256 does not match {side.name}).\n  {fix}"
         )
     return True

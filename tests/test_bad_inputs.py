@@ -356,6 +356,92 @@ def test_a_damaged_metric_history_is_named_on_resume(tmp_path):
         _train(tmp_path, ["model.hidden=[8]", "resume=auto"])
 
 
+def _idx_folder(tmp_path: Path, damage: str) -> Path:
+    """The four Fashion-MNIST IDX .gz files (tiny, real format), the train images damaged as ``damage`` says."""
+    import gzip
+
+    root = tmp_path / "fashion"
+    root.mkdir()
+    images = bytes([0, 0, 8, 3]) + (4).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + bytes(range(256)) * 12
+    labels = bytes([0, 0, 8, 1]) + (4).to_bytes(4, "big") + bytes([0, 1, 2, 3])
+    for prefix in ("train", "t10k"):
+        (root / f"{prefix}-images-idx3-ubyte.gz").write_bytes(gzip.compress(images[: 16 + 4 * 784]))
+        (root / f"{prefix}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    path = root / "train-images-idx3-ubyte.gz"
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":  # a download cut short: the gzip stream ends early
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # flipped bytes inside the compressed stream: gzip's CRC or inflate fails
+        data[20:40] = bytes(b ^ 0xFF for b in data[20:40])
+        path.write_bytes(bytes(data))
+    return root
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+def test_a_damaged_idx_gz_is_named(tmp_path, damage):
+    from ltrain.errors import LtrainError
+
+    root = _idx_folder(tmp_path, damage)
+    with pytest.raises(LtrainError, match=r"train-images-idx3-ubyte\.gz is (truncated|corrupt)") as err:
+        _train(tmp_path, ["data=fashion_mnist", f"data.root={root}"])
+    assert str(root / "train-images-idx3-ubyte.gz") in str(err.value) and "re-download" in str(err.value)
+    _nothing_written(tmp_path / "run")
+
+
+@pytest.mark.parametrize("damage", ["not_an_image", "truncated_jpeg"])
+def test_a_damaged_image_in_an_image_folder_is_named(tmp_path, damage):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from ltrain.errors import LtrainError
+
+    root = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / cls / f"{i}.jpg")
+    bad = root / "dog" / "broken.jpg"
+    if damage == "not_an_image":
+        bad.write_bytes(b"<html>404 Not Found</html>")
+    else:  # a JPEG cut short (a copy interrupted): PIL opens it lazily, then fails to decode
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buffer, format="JPEG")
+        bad.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(LtrainError, match="cannot read the image") as err:
+        _train(tmp_path, ["data=image_folder", f"data.root={root}", "data.load_size=16"])
+    assert str(bad) in str(err.value) and "remove or replace it" in str(err.value)
+    _nothing_written(tmp_path / "run")
+
+
+def _checkpoint_run(tmp_path: Path) -> Path:
+    """A finished tiny run (its best.ckpt has a sha256 sidecar)."""
+    _train(tmp_path, ["model.hidden=[8]"])
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_ltrain_export_names_a_damaged_checkpoint(tmp_path, damage):
+    from ltrain.errors import LtrainError
+    from ltrain.export.pipeline import export
+
+    run = _checkpoint_run(tmp_path)
+    ckpt = run / "checkpoints" / "best.ckpt"
+    data = bytearray(ckpt.read_bytes())
+    if damage == "truncated":
+        ckpt.write_bytes(bytes(data[:1000]))
+    else:  # inside a tensor: torch.load alone does not notice, only the sidecar does
+        data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+        ckpt.write_bytes(bytes(data))
+    cfg = compose_config(f"source={run}", "input_size=null", "compare_unfolded=false", config_name="export")
+    with pytest.raises(LtrainError, match=r"corrupt or truncated|truncated or corrupt") as err:
+        export(cfg, tmp_path / "out")
+    assert str(ckpt) in str(err.value)
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
 def test_mc_dropout_with_no_samples_is_refused():
     import torch
 
@@ -528,6 +614,31 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "ltrain-report on a directory without runs",
         "tests/test_report.py::test_report_on_an_empty_directory_says_where_to_point_it",
         "no results.json under DIR: point dir= at a run or multirun directory",
+    ),
+    (
+        "a truncated or corrupt Fashion-MNIST .gz (data=fashion_mnist data.root=ROOT)",
+        "test_a_damaged_idx_gz_is_named",
+        "ROOT/train-images-idx3-ubyte.gz is truncated or corrupt (EOFError: …): re-download it (on Debian/Ubuntu: …)",
+    ),
+    (
+        "a damaged image (not an image, or cut short) in an image folder",
+        "test_a_damaged_image_in_an_image_folder_is_named",
+        "cannot read the image ROOT/dog/broken.jpg (…): the file is damaged or not an image; remove or replace it, then rerun",
+    ),
+    (
+        "ltrain-export source=RUN whose checkpoint is truncated or has flipped bytes",
+        "test_ltrain_export_names_a_damaged_checkpoint",
+        "checkpoint RUN/checkpoints/best.ckpt is corrupt or truncated (its sha256 does not match best.ckpt.sha256); nothing is exported",
+    ),
+    (
+        "a damaged frozen-feature cache file (cache=disk with reuse)",
+        "tests/cache/test_cache.py::test_a_damaged_cache_file_is_named_and_recomputed_not_read",
+        "(warning) FrozenFeatureCache: the cache file FILE is damaged (…); recomputing it",
+    ),
+    (
+        "tune.apply=true with an LR sweep whose loss curve is flat",
+        "tests/toolbox/test_toolbox_presets_tune.py::test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve",
+        "(warning) lr_find: the suggestion is not applied: the loss curve is flat: it falls by 0.4% over the sweep, less than tune.min_drop=10%. The run keeps optimizer.lr=…",
     ),
 ]
 

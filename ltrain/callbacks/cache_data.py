@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from torch.utils.data import Dataset, DistributedSampler
 
 from ltrain.io import atomic_write_bytes
 
-FORMAT = 1  # bump when the file layout changes: old files then simply miss
+FORMAT = 2  # bump when the file layout changes: old files then simply miss (2: sha256 of the tensors)
 
 
 @dataclass
@@ -58,37 +59,55 @@ def cache_file(directory: Path, key: str, split: str, rank: int, world_size: int
     return directory / key[:24] / f"{split}-rank{rank}of{world_size}.safetensors"
 
 
+TENSORS = ("indices", "labels", "features")
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the file's tensors: safetensors checks the header, not the data, so flipped bytes would load."""
+    h = hashlib.sha256()
+    for name in TENSORS:
+        t = tensors[name].contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def save_features(path: Path, cached: CachedFeatures, key: str) -> None:
     from safetensors.torch import save
 
-    data = save(
-        {
-            "indices": cached.indices.contiguous(),
-            "labels": cached.labels.contiguous(),
-            "features": cached.features.contiguous(),
-        },
-        metadata={"key": key},
-    )
+    tensors = {name: getattr(cached, name).contiguous() for name in TENSORS}
+    data = save(tensors, metadata={"key": key, "sha256": _tensors_digest(tensors)})
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, data)
 
 
 def load_features(path: Path, key: str, indices: torch.Tensor) -> CachedFeatures | None:
-    """The file's features if it exists, carries ``key`` and covers exactly ``indices``; else None."""
+    """The file's features if it exists, carries ``key`` and covers exactly ``indices``; else None.
+
+    A damaged file (unreadable, or its tensors not matching the sha256 it was written with) is a cache
+    miss too, so it is recomputed and replaced; a warning names it (on every rank: each reads its own file).
+    """
     from safetensors import safe_open
 
     if not path.is_file():
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
-            if (f.metadata() or {}).get("key") != key:
+            metadata = f.metadata() or {}
+            if metadata.get("key") != key:
                 return None
-            tensors = {k: f.get_tensor(k) for k in ("indices", "labels", "features")}
-    except Exception:  # a damaged file is a cache miss: it is recomputed and replaced
-        return None
+            tensors = {k: f.get_tensor(k) for k in TENSORS}
+    except Exception as e:  # safetensors raises several types for a truncated or garbled file
+        return _damaged(path, f"{type(e).__name__}: {e}")
+    if metadata.get("sha256") != _tensors_digest(tensors):
+        return _damaged(path, "its tensors do not match the sha256 they were written with")
     if not torch.equal(tensors["indices"], indices):
         return None
     return CachedFeatures(**tensors)
+
+
+def _damaged(path: Path, why: str) -> None:
+    warnings.warn(f"FrozenFeatureCache: the cache file {path} is damaged ({why}); recomputing it", stacklevel=3)
 
 
 class SwitchableDataset(Dataset):

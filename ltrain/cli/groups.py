@@ -4,7 +4,7 @@ The names it prints are what ``freeze.phases[*].trainable`` and ``model.surgery.
 The model is built exactly as ``ltrain`` would build it (same config, same data shape), without training:
     ltrain groups model=timm model.name=resnet18 data.image_size=64 data.channels=3
 With ``freeze.groups`` set it prints those explicit groups instead (or refuses them, with the table):
-    ltrain groups freeze=default '+freeze.groups={low: [hidden0, hidden1], high: [hidden2, hidden3, hidden4], head: [head]}'
+    ltrain groups freeze=default 'freeze.groups={low: [hidden0, hidden1], high: [hidden2, hidden3, hidden4], head: [head]}'
 """
 
 from __future__ import annotations

@@ -43,7 +43,13 @@ class ImageFolderData(ImageClassificationData):
             raise LtrainError(f"{folder} has classes {ds.classes}, but the train folder has {classes}")
         xs = []
         for path, _ in ds.samples:
-            img = ds.loader(path).convert(self.mode).resize((self.load_size, self.load_size))
+            try:  # a file that is not an image, or one cut short, fails here (PIL decodes lazily, on convert)
+                img = ds.loader(path).convert(self.mode).resize((self.load_size, self.load_size))
+            except (OSError, SyntaxError, ValueError) as e:  # UnidentifiedImageError is an OSError
+                raise LtrainError(
+                    f"cannot read the image {path} ({type(e).__name__}: {e}): the file is damaged or not an "
+                    "image; remove or replace it, then rerun"
+                ) from e
             arr = np.asarray(img, dtype=np.uint8)
             xs.append(torch.from_numpy(arr.copy()).reshape(self.load_size, self.load_size, -1).permute(2, 0, 1))
         return torch.stack(xs), torch.tensor(ds.targets, dtype=torch.long), ds.classes

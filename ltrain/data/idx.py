@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,14 @@ _FILES = {
 def read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (the MNIST format): a magic number giving the dtype and rank, the dims, the data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, OSError, zlib.error) as e:  # a .gz cut short (EOFError) or damaged (BadGzipFile, zlib.error)
+        raise LtrainError(
+            f"{path} is truncated or corrupt ({type(e).__name__}: {e}): re-download it "
+            f"(on Debian/Ubuntu: sudo apt-get install --reinstall dataset-fashion-mnist)"
+        ) from e
     if len(data) < 8 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise LtrainError(f"{path} is not an unsigned-byte IDX file (bad magic number); re-download it")
     rank = data[3]

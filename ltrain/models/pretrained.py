@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ltrain.checkpoint_io import verify_checkpoint
 from ltrain.errors import LtrainError, close_matches
 from ltrain.store import Catalog
 
@@ -134,6 +135,7 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise LtrainError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}\n  {fix}") from e
+    verify_checkpoint(path, fix=fix)  # a sha256 sidecar (ltrain's checkpoints): flipped bytes torch.load misses
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

@@ -72,13 +72,33 @@ def split_model(model: nn.Module, probe: torch.Tensor) -> ModelSplit | None:
     else:
         raise LtrainError(
             f"cannot cut {type(model).__name__} into a frozen prefix and a trainable suffix: "
-            "the cache supports timm models and nn.Sequential networks (drop the cache option)"
+            f"the cache supports timm models and nn.Sequential networks{_cuttable_children_hint(model, trainable)}"
         )
     if split is None:
         return None
     _check_frozen(split, trainable)
     _verify(model, split, probe)
     return split
+
+
+def _cuttable_children_hint(model: nn.Module, trainable: set[int]) -> str:
+    """What to do instead: point the cache at a child it can cut that holds frozen layers (if there is one).
+
+    E.g. Lightning's transfer-learning example: ``feature_extractor`` (an nn.Sequential) + ``classifier``.
+    """
+    children = [
+        name
+        for name, child in model.named_children()
+        if (isinstance(child, nn.Sequential) or hasattr(child, "forward_features"))
+        and any(id(p) not in trainable for p in child.parameters())
+    ]
+    if not children:
+        return " (drop the cache option)"
+    return (
+        f": point the cache at the part holding the frozen layers, FrozenFeatureCache(model_attr={children[0]!r}) "
+        f"(cache.model_attr={children[0]}; the module's forward must pass its input straight to it), "
+        "or drop the cache option"
+    )
 
 
 def _split_sequential(

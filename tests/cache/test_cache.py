@@ -208,3 +208,29 @@ def test_cache_config_group_instantiates(option):
     cfg = compose_config("freeze=head_only", f"cache={option}")
     cache = instantiate(cfg.cache, _convert_="all")
     assert isinstance(cache, FrozenFeatureCache) and cache.storage == option and cache.reuse == (option == "disk")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_a_damaged_cache_file_is_named_and_recomputed_not_read(digits, tmp_path, damage):
+    model = _mlp()
+
+    def run():
+        cache = FrozenFeatureCache(storage="disk", reuse=True, directory=str(tmp_path))
+        trained, _, _ = _fit(model, digits, [FreezeSchedule([{"trainable": "top:2"}]), cache], epochs=1)
+        return cache, trained
+
+    first, expected = run()
+    path = first.files["train"]
+    data = bytearray(path.read_bytes())
+    if damage == "truncated":  # a run killed while another wrote it, a full disk
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # bytes flipped inside the features: safetensors itself reads them back without a word
+        data[-400:-200] = bytes(b ^ 0xFF for b in data[-400:-200])
+        path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=rf"cache file {path} is damaged .*recomputing it"):
+        second, got = run()
+    assert second.sources["train"] == "computed" and second.sources["val"] == str(first.files["val"])
+    for name, value in expected.state_dict().items():
+        torch.testing.assert_close(got.state_dict()[name], value, **TOL, msg=name)
+    third, _ = run()  # the recomputed file replaced the damaged one
+    assert third.sources["train"] == str(path)

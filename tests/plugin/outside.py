@@ -97,3 +97,25 @@ def trainer(callbacks: list, epochs: int = 2, **kw) -> L.Trainer:
 def tiny_resnet(seed: int = 0, **kw) -> nn.Module:
     torch.manual_seed(seed)
     return timm.create_model("test_resnet", **{"num_classes": 10, "in_chans": 1, **kw})
+
+
+class TransferLearningExample(NetModule):
+    """Lightning's docs transfer-learning example (``ImagenetTransferLearning``), with FreezeSchedule swapped in.
+
+    The docs build it as ``layers = list(backbone.children())[:-1]; self.feature_extractor =
+    nn.Sequential(*layers); self.classifier = nn.Linear(num_filters, classes)`` and freeze by hand in
+    ``forward`` (``self.feature_extractor.eval()`` + ``torch.no_grad()``); those two lines are what a
+    FreezeSchedule replaces, so ``forward`` here is the docs' forward without them.
+    """
+
+    def __init__(self, backbone: nn.Module, num_target_classes: int = 10, lr: float = 1e-2):
+        L.LightningModule.__init__(self)
+        num_filters = backbone.fc.in_features
+        layers = list(backbone.children())[:-1]
+        self.feature_extractor = nn.Sequential(*layers)
+        self.classifier = nn.Linear(num_filters, num_target_classes)
+        self.lr = lr
+
+    def forward(self, x):
+        representations = self.feature_extractor(x).flatten(1)
+        return self.classifier(representations)

@@ -92,8 +92,8 @@ def test_a_trunk_at_model_attr_has_no_silent_head():
 def test_ltrain_groups_prints_the_explicit_groups_it_would_use_and_refuses_bad_ones(cfg_factory):
     from ltrain.cli.groups import describe_groups
 
-    spec = "+freeze.groups={low: [hidden0, hidden1], high: [hidden2, hidden3, hidden4], head: [head]}"
+    spec = "freeze.groups={low: [hidden0, hidden1], high: [hidden2, hidden3, hidden4], head: [head]}"
     text = describe_groups(cfg_factory("freeze=default", spec))
     assert "freeze.groups" in text and [line.split()[1] for line in text.splitlines()[2:5]] == ["low", "high", "head"]
     with pytest.raises(LtrainError, match="in no group"):
-        describe_groups(cfg_factory("freeze=default", "+freeze.groups={low: [hidden0], head: [head]}"))
+        describe_groups(cfg_factory("freeze=default", "freeze.groups={low: [hidden0], head: [head]}"))

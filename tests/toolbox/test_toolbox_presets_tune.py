@@ -4,6 +4,7 @@ the LR range test writes its plot and suggestion."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -120,15 +121,50 @@ def test_a_preset_on_a_timm_model_says_what_it_left_out():
 
 
 def test_lr_find_writes_the_loss_vs_lr_plot_and_a_suggested_rate(tmp_path):
-    cfg = compose_config("tune=lr_find", "tune.num_training=20", "tune.apply=true")
+    cfg = compose_config("tune=lr_find", "tune.num_training=40", "tune.apply=true")
     results = train(cfg, tmp_path)
     report = json.loads((tmp_path / "lr_find.json").read_text())
     assert (tmp_path / "lr_find.png").stat().st_size > 10_000
-    assert 1e-6 < report["suggested_lr"] < 10 and len(report["points"]) >= 15
+    assert report["untrusted"] is None and len(report["points"]) >= 25
+    # on the descent, near the book's rule (a tenth of the lowest loss's rate); Lightning's own suggestion
+    # (steepest against the LR, not log LR) sits at the very start of the descent, far lower
+    assert report["min_loss_lr"] / 30 < report["suggested_lr"] < report["min_loss_lr"]
+    assert report["lightning_suggested_lr"] < report["suggested_lr"] / 5
     assert (
         results["lr_find"]["applied"] and results["module"].optimizer_factory.keywords["lr"] == report["suggested_lr"]
     )
     assert results["trainer"].global_step == 0  # the finder restored the model; no fit with tune.fit=false
+
+
+def test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve(tmp_path):
+    sweep = ("tune.min_lr=1e-7", "tune.max_lr=1e-5", "tune.num_training=30")  # far too low: the loss does not move
+    cfg = compose_config("tune=lr_find", *sweep, "tune.apply=true", "optimizer.lr=0.002")
+    with pytest.warns(
+        UserWarning, match=r"not applied: the loss curve is flat: it falls by .* The run keeps optimizer.lr=0.002"
+    ):
+        results = train(cfg, tmp_path)
+    report = json.loads((tmp_path / "lr_find.json").read_text())
+    assert not report["applied"] and report["untrusted"].startswith("the loss curve is flat")
+    assert results["module"].optimizer_factory.keywords["lr"] == 0.002
+
+
+def test_lr_find_trust_rule_refuses_a_suggestion_off_the_descent_and_too_few_points():
+    from ltrain.optim.lr_find import steepest_descent, untrusted_reason
+
+    lrs = [10 ** (-6 + k / 4) for k in range(24)]
+    # flat until 1e-3, then a fall to 1e-1, then a climb
+    losses = [2.3 if lr < 1e-3 else max(2.3 - 0.6 * (math.log10(lr) + 3), 1.1) for lr in lrs[:20]] + [
+        1.5,
+        2.0,
+        3.0,
+        5.0,
+    ]
+    points = list(zip(lrs, losses, strict=True))
+    best = steepest_descent(points)
+    assert 1e-3 <= best < 1e-1 and untrusted_reason(points, best) is None
+    assert "not on the descent" in untrusted_reason(points, lrs[2])  # on the flat stretch before the fall
+    assert "not on the descent" in untrusted_reason(points, lrs[21])  # past the lowest loss, where it climbs
+    assert "usable points" in untrusted_reason(points[:4], points[0][0])
 
 
 def test_low_latency_model_folds_every_batch_norm_for_export():

@@ -68,3 +68,25 @@ def test_groups_command_describes_the_configured_model(cfg_factory):
         "layer4",
         "head",
     ]
+
+
+@pytest.mark.parametrize("option", [o for o in OPTIONS if o != "none"])
+def test_freeze_groups_is_a_declared_key_set_without_plus(cfg_factory, option):
+    groups = "freeze.groups={low: [hidden0, hidden1, hidden2], high: [hidden3, hidden4], head: [head]}"
+    assert cfg_factory(f"freeze={option}").freeze.groups is None  # declared, default off
+    (schedule,) = [c for c in build_callbacks(cfg_factory(f"freeze={option}", groups)) if isinstance(c, FreezeSchedule)]
+    assert schedule.groups == {
+        "low": ["hidden0", "hidden1", "hidden2"],
+        "high": ["hidden3", "hidden4"],
+        "head": ["head"],
+    }
+
+
+def test_explicit_freeze_groups_run_in_the_ltrain_app(cfg_factory, tmp_path):
+    groups = "freeze.groups={low: [hidden0, hidden1, hidden2], high: [hidden3, hidden4], head: [head]}"
+    cfg = cfg_factory("freeze=default", groups, "freeze.phases.1.at_epoch=1", "freeze.phases.1.trainable=top:2", *SMALL)
+    results = train(cfg, tmp_path / "run")
+    schedule = next(c for c in results["trainer"].callbacks if isinstance(c, FreezeSchedule))
+    assert schedule.phase == 1 and schedule.trainable_groups() == ["high", "head"]
+    rates = {g["name"]: g["lr"] for g in results["trainer"].optimizers[0].param_groups}
+    assert rates == {"low": 0.0, "high": 1e-3 * 0.1, "head": 1e-3 * 0.1}
