@@ -71,7 +71,7 @@ def check_checkpoint(path: Path, module) -> None:
     """Refuse a checkpoint that is unreadable, truncated, or of another architecture, before fitting."""
     import torch
 
-    from ltrain.checkpoint_io import verify_checkpoint
+    from ltrain.io import verify_checkpoint
 
     verify_checkpoint(path)
     try:

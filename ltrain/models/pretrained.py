@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ltrain.checkpoint_io import verify_checkpoint
 from ltrain.errors import LtrainError, close_matches
+from ltrain.io import verify_checkpoint
 from ltrain.store import Catalog
 
 NAMED_SOURCES = ("timm", "imagenet_lite0")
