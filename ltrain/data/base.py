@@ -7,6 +7,7 @@ once, so that a recipe behaves the same whatever the data.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,6 +179,7 @@ class ImageClassificationData(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.splits: dict[str, TensorImageDataset] = {}
+        self._content: str | None = None
         self.split_indices: dict[str, torch.Tensor] = {}
         self.class_names: list[str] = []
 
@@ -213,7 +215,21 @@ class ImageClassificationData(L.LightningDataModule):
             "split_seed": self.split_seed,
             "sizes": {k: len(v) for k, v in self.splits.items()},
             "transform": repr(self.splits["val"].transform),
+            "content": self.content_digest(),
         }
+
+    def content_digest(self) -> str:
+        """sha256 of every split's pixels and labels: two datasets with one description but other images (swapped
+        class folders, ``standardize=false``) must never share a feature-cache key or pass for one another."""
+        if self._content is None:
+            h = hashlib.sha256()
+            for name in sorted(self.splits):
+                ds = self.splits[name]
+                for t in (ds.images, ds.labels):
+                    h.update(name.encode() + str(tuple(t.shape)).encode() + str(t.dtype).encode())
+                    h.update(t.contiguous().numpy().tobytes())
+            self._content = h.hexdigest()
+        return self._content
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
