@@ -49,8 +49,8 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     r = cfg.recipe
     trained = train(cfg, run_dir)
-    model = trained["module"].model
-    x, y = test_tensors(trained["datamodule"], r.get("test_limit"))
+    model = trained.module.model
+    x, y = test_tensors(trained.datamodule, r.get("test_limit"))
     det, mc = predict_both(
         model,
         x,
@@ -78,7 +78,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "arms": arms,
         "samples": r.samples,
         "test_images": len(y),
-        "epochs": trained["epochs"],
-        "fit_seconds": trained["fit_seconds"],
-        "best_checkpoint": trained["best_checkpoint"],
+        "epochs": trained.results["epochs"],
+        "fit_seconds": trained.results["fit_seconds"],
+        "best_checkpoint": trained.results["best_checkpoint"],
     }

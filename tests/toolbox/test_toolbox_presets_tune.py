@@ -121,14 +121,12 @@ def test_a_preset_on_a_timm_model_says_what_it_left_out():
 
 def test_lr_find_writes_the_loss_vs_lr_plot_and_a_suggested_rate(tmp_path):
     cfg = compose_config("tune=lr_find", "tune.num_training=20", "tune.apply=true")
-    results = train(cfg, tmp_path)
+    run = train(cfg, tmp_path)
     report = json.loads((tmp_path / "lr_find.json").read_text())
     assert (tmp_path / "lr_find.png").stat().st_size > 10_000
     assert 1e-6 < report["suggested_lr"] < 10 and len(report["points"]) >= 15
-    assert (
-        results["lr_find"]["applied"] and results["module"].optimizer_factory.keywords["lr"] == report["suggested_lr"]
-    )
-    assert results["trainer"].global_step == 0  # the finder restored the model; no fit with tune.fit=false
+    assert run.results["lr_find"]["applied"] and run.module.optimizer_factory.keywords["lr"] == report["suggested_lr"]
+    assert run.trainer.global_step == 0  # the finder restored the model; no fit with tune.fit=false
 
 
 def test_low_latency_model_folds_every_batch_norm_for_export():

@@ -35,10 +35,10 @@ def test_every_freeze_option_composes_and_instantiates(cfg_factory, option):
 
 def test_default_schedule_runs_in_the_ltrain_app_and_unfreezes_at_its_epoch(cfg_factory, tmp_path):
     cfg = cfg_factory("freeze=default", "freeze.phases.1.at_epoch=1", *SMALL)
-    results = train(cfg, tmp_path / "run")
-    schedule = next(c for c in results["trainer"].callbacks if isinstance(c, FreezeSchedule))
+    run = train(cfg, tmp_path / "run")
+    schedule = next(c for c in run.trainer.callbacks if isinstance(c, FreezeSchedule))
     assert schedule.phase == 1 and schedule.trainable_groups() == ["hidden3", "hidden4", "head"]
-    optimizer = results["trainer"].optimizers[0]
+    optimizer = run.trainer.optimizers[0]
     rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert rates == {
         "hidden0": 0.0,
