@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import subprocess
 import sys
@@ -72,10 +73,15 @@ def test_every_logger_option_instantiates_beside_the_csv_history(cfg_factory, tm
 
 def test_logger_tensorboard_writes_event_files_and_keeps_metrics_csv(cfg_factory, tmp_path):
     pytest.importorskip("tensorboard", reason="logger=tensorboard needs the tensorboard package")
-    run = train(cfg_factory(*TINY, "logger=tensorboard"), tmp_path)
-    assert len(run.trainer.loggers) == 2
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert (tmp_path / "logs" / "metrics.csv").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = train(cfg_factory(*TINY, "trainer.max_epochs=2", "logger=tensorboard"), tmp_path)
+    assert len(run.trainer.loggers) == 2 and list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    with open(tmp_path / "logs" / "metrics.csv", newline="") as f:
+        csv_acc = [float(r["val/acc"]) for r in csv.DictReader(f) if r.get("val/acc")]
+    assert [e.value for e in events.Scalars("val/acc")] == pytest.approx(csv_acc) and len(csv_acc) == 2
 
 
 def test_the_cli_prints_each_log_line_once_and_shows_the_rich_bar(tmp_path):
