@@ -34,6 +34,7 @@ data:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 demo: $(STAMP)
 	$(BIN)/ltrain recipe=mnist_transfer trainer.enable_progress_bar=false
@@ -45,7 +46,7 @@ test: $(STAMP) data lint
 test-min: data
 	$(PYTHON) -m venv .venv-min
 	.venv-min/bin/pip install -q $(TORCH)
-	.venv-min/bin/pip install -q '.[dev,export,lite0]' -c .ci/min-versions.txt $$(grep -v '^#' .ci/min-versions.txt)
+	.venv-min/bin/pip install -q '.[dev,export,lite0,scale]' -c .ci/min-versions.txt $$(grep -v '^#' .ci/min-versions.txt)
 	rm -rf .venv-min/src && mkdir .venv-min/src  # the tests without the source tree: they import the INSTALLED ltrain
 	tar --exclude=./ltrain --exclude='./.venv*' --exclude=./.git -cf - . | tar -xf - -C .venv-min/src
 	cd .venv-min/src && ../bin/python -m pytest -q

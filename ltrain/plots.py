@@ -22,13 +22,11 @@ def read_metrics(csv_path: str | Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_learning_curves(csv_path: str | Path, out_png: str | Path, title: str = "") -> Path:
     """Loss and accuracy per epoch for train and val, side by side, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: drawing to a file must not switch the user's backend
 
     series = read_metrics(csv_path)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
     for ax, what in zip(axes, ("loss", "acc"), strict=True):
         for stage in ("train", "val"):
             key = f"{stage}/{what}_epoch" if f"{stage}/{what}_epoch" in series else f"{stage}/{what}"
@@ -43,5 +41,4 @@ def plot_learning_curves(csv_path: str | Path, out_png: str | Path, title: str =
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)
     return out_png

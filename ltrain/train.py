@@ -18,22 +18,15 @@ from omegaconf import DictConfig, OmegaConf
 import ltrain
 from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
+from ltrain.data.factory import build_datamodule
 from ltrain.errors import LtrainError, instantiate
 from ltrain.history import METRICS_FILE, epochs_done, keep_history
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
 from ltrain.presets import apply_preset
+from ltrain.publish import check_push, preprocessing_of, push_trained
 from ltrain.validate import check_input_size, validate_train_config
-from ltrain.zoo import check_push, preprocessing_of, push_trained
-
-
-def build_datamodule(cfg: DictConfig) -> ImageClassificationData:
-    """The DataModule of ``cfg.data``, set up (loaded, split, standardised)."""
-    dm = instantiate(cfg.data, _convert_="all")
-    dm.prepare_data()
-    dm.setup()
-    return dm
 
 
 def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModule:

@@ -94,13 +94,13 @@ TRAIN_RULES = [
 ]
 
 PREDICT_RULES = [
-    Rule("mc.samples", integer(0), "a whole number of passes >= 1 (0: deterministic predictions only)"),
+    Rule("mc.samples", integer(0), "a whole number of passes >= 1 (0: deterministic predictions only)", null=True),
     Rule("mc.seed", integer(), "an integer"),
     Rule("mc.chunk_size", integer(1), "a whole number >= 1, or null", null=True),
     Rule("mc.max_memory_mb", number(gt=0), "a number of MB > 0"),
     Rule("limit", integer(1), "a whole number of inputs >= 1, or null for all", null=True),
     Rule("batch_size", integer(1), "a whole number >= 1"),
-    Rule("n_bins", integer(1), "a whole number >= 1"),
+    Rule("mc.n_bins", integer(1), "a whole number >= 1"),
 ]
 
 

@@ -170,7 +170,7 @@ PREDICT_CASES = [
     ("mc_word", "MC samples in words", ["mc.samples=many"], "mc.samples='many' is not valid"),
     ("limit_zero", "predict 0 inputs", ["limit=0"], "limit=0 is not valid: expected a whole number of inputs"),
     ("predict_batch_zero", "a prediction batch of 0", ["batch_size=0"], "batch_size=0 is not valid"),
-    ("bins_zero", "a reliability diagram with 0 bins", ["n_bins=0"], "n_bins=0 is not valid"),
+    ("bins_zero", "a reliability diagram with 0 bins", ["mc.n_bins=0"], "mc.n_bins=0 is not valid"),
     ("chunk_zero", "MC chunks of 0 samples", ["mc.chunk_size=0"], "mc.chunk_size=0 is not valid"),
     ("memory_negative", "a negative memory limit", ["mc.max_memory_mb=-1"], "mc.max_memory_mb=-1 is not valid"),
 ]

@@ -58,6 +58,7 @@ def test_mnist_transfer_over_five_seeds(tmp_path):
         res = run_recipe(cfg, tmp_path / str(seed))
         for arm, m in res["arms"].items():
             accs.setdefault(arm, []).append(m["test_acc"])
+            assert m["epochs"] < cfg.trainer.max_epochs, (arm, m)  # stopped on its plateau, not on the cap
     means = {arm: fmean(v) for arm, v in accs.items()}
     assert all(means["scratch"] > means[arm] for arm in ("frozen5", "frozen4", "fine_tuned")), means
     assert means["fine_tuned"] > 0.75 and means["scratch"] > 0.9, means

@@ -278,9 +278,7 @@ def plot_diagnostics(history: list[dict[str, Any]], out_png: str | Path) -> Path
     """A 2x2 figure of per-layer activation mean, activation std, weight-gradient norm and dead-ReLU fraction
     against the optimizer step (one line per layer, coloured from bottom to top)."""
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: drawing to a file must not switch the user's backend
 
     panels = (
         ("mean", "activation mean"),
@@ -288,10 +286,11 @@ def plot_diagnostics(history: list[dict[str, Any]], out_png: str | Path) -> Path
         ("grad_norm", "weight gradient norm"),
         ("dead", "dead ReLU fraction"),
     )
-    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    fig = Figure(figsize=(11, 7))
+    axes = fig.subplots(2, 2)
     for ax, (key, title) in zip(axes.flat, panels, strict=True):
         names = list(dict.fromkeys(n for row in history for n, s in row["layers"].items() if key in s))
-        cmap = plt.get_cmap("viridis")
+        cmap = matplotlib.colormaps["viridis"]
         for i, name in enumerate(names):
             pts = [(row["step"], row["layers"][name][key]) for row in history if key in row["layers"].get(name, {})]
             xs, ys = zip(*pts, strict=True)
@@ -308,5 +307,4 @@ def plot_diagnostics(history: list[dict[str, Any]], out_png: str | Path) -> Path
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)
     return out_png

@@ -1,13 +1,20 @@
-"""Prune bad trials of a Hydra Optuna sweep early, with Optuna's own pruners.
+"""Prune bad trials of an Optuna sweep early, with Optuna's own pruners, from inside the job.
 
-Why this exists: Hydra's Optuna sweeper asks Optuna for trials and launches them as ordinary jobs, so
-the job never holds the ``optuna.Trial`` that ``trial.report`` / ``trial.should_prune`` need, and
-optuna's ``PyTorchLightningPruningCallback`` targets the old ``pytorch_lightning`` package and raises
-``TrialPruned``, which the sweeper records as a failed job (a sweep aborts at its first failure by
-default). This callback finds its trial in the study's shared storage (the one whose parameters are
-this job's overrides), reports the monitored metric after every validation, and when the pruner says
-so stops training cleanly: the job returns the best value it reached, which the sweeper records, and
-its results.json says where it was pruned.
+Why this exists: in a Hydra sweep the job is a separate run (often a separate process or SLURM job), so
+nobody hands it the ``optuna.Trial`` that ``trial.report`` / ``trial.should_prune`` need; and
+optuna-integration's ``PyTorchLightningPruningCallback`` raises ``TrialPruned`` out of ``trainer.fit``,
+which would end the job before its checkpoint, test and ``results.json``. ltrain's sweeper
+(``hydra/sweeper=ltrain_optuna``) puts the trial's number in the job's environment
+(``OPTUNA_TRIAL_NUMBER``); this callback loads that very trial from the study's shared storage, reports
+the monitored metric after every validation, and when the pruner says so tells Optuna the trial is
+PRUNED and stops training cleanly: the run still tests its best checkpoint, and its results.json says
+where it was pruned.
+
+Example (what ``hparams_search=lr_coarse`` composes)::
+
+    OptunaPruning(storage="sqlite:////runs/sweep/optuna.db", study_name="lr_coarse",
+                  trial_number=int(os.environ["OPTUNA_TRIAL_NUMBER"]), monitor="val/acc",
+                  pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1))
 """
 
 from __future__ import annotations
@@ -26,62 +33,93 @@ class OptunaPruning(L.Callback):
     """Report ``monitor`` to this job's Optuna trial each epoch; stop when the pruner prunes it.
 
     Args:
-        storage: the sweep's Optuna storage URL (``hydra.sweeper.storage``); in-memory studies cannot be shared.
-        study_name: the sweep's study (``hydra.sweeper.study_name``).
-        monitor: the metric the sweep optimises, e.g. ``val/acc``.
+        storage: the study's storage URL (``hydra.sweeper.storage``), one every job can open: SQLite on one
+            machine, a PostgreSQL/MySQL URL for many workers. An in-memory study cannot be shared.
+        study_name: the study (``hydra.sweeper.study_name``).
+        trial_number: this job's trial (the sweeper sets ``OPTUNA_TRIAL_NUMBER``); ``None`` outside a sweep,
+            which is refused.
+        monitor: the metric reported as the trial's intermediate value, e.g. ``val/acc``.
         pruner: an ``optuna.pruners`` instance (default: ``MedianPruner(n_startup_trials=3, n_warmup_steps=1)``).
     """
 
-    def __init__(self, storage: str | None, study_name: str, monitor: str = "val/acc", pruner: Any = None) -> None:
+    def __init__(
+        self,
+        storage: str | None,
+        study_name: str,
+        trial_number: int | str | None = None,
+        monitor: str = "val/acc",
+        pruner: Any = None,
+    ) -> None:
         if not storage:
             raise LtrainError(
                 "Optuna pruning needs the sweep's study in a storage the jobs can read: set "
                 "hydra.sweeper.storage (hparams_search configs use an SQLite file in the sweep directory)"
             )
-        self.storage, self.study_name, self.monitor, self.pruner = storage, study_name, monitor, pruner
+        if trial_number is None or not str(trial_number).isdigit():
+            raise LtrainError(
+                f"Optuna pruning runs inside an Optuna sweep, which gives each job its trial number "
+                f"(OPTUNA_TRIAL_NUMBER); this run has {trial_number!r}: start it as a sweep "
+                "(ltrain -m hparams_search=lr_coarse) or drop the callback (callbacks.optuna_pruning=null)"
+            )
+        self.storage, self.study_name, self.trial_number = storage, study_name, int(trial_number)
+        self.monitor, self.pruner = monitor, pruner
         self.pruned_at_epoch: int | None = None
-        self._trial = None
+        self._study: Any = None
+        self._trial: Any = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            self._trial = self._find_trial()
+        if trainer.is_global_zero:  # one rank talks to the study; the others follow its decision
+            self._study, self._trial = self._load_trial()
 
-    def _find_trial(self):
+    def _load_trial(self) -> tuple[Any, Any]:
+        """The study and this job's RUNNING trial, through Optuna's public storage API."""
         import optuna
-        from hydra.core.hydra_config import HydraConfig
 
+        storage = optuna.storages.RDBStorage(self.storage)
         pruner = self.pruner or optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-        study = optuna.load_study(study_name=self.study_name, storage=self.storage, pruner=pruner)
-        overrides = set(HydraConfig.get().overrides.task) if HydraConfig.initialized() else set()
-        running = [
-            t
-            for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-            if all(f"{k}={v}" in overrides for k, v in t.params.items())
-        ]
-        if len(running) != 1:
+        study = optuna.load_study(study_name=self.study_name, storage=storage, pruner=pruner)
+        try:
+            study_id = storage.get_study_id_from_name(self.study_name)
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, self.trial_number)
+        except KeyError as e:
             raise LtrainError(
-                f"Optuna pruning: found {len(running)} running trials of study {self.study_name!r} in "
-                f"{self.storage} with this job's parameters ({sorted(overrides)}); run it inside the "
-                "sweep (ltrain -m hparams_search=...) or drop callbacks.optuna_pruning"
+                f"Optuna pruning: study {self.study_name!r} in {self.storage} has no trial {self.trial_number}; "
+                "is hydra.sweeper.storage the storage the sweep writes to?"
+            ) from e
+        state = storage.get_trial(trial_id).state
+        if state != optuna.trial.TrialState.RUNNING:
+            raise LtrainError(
+                f"Optuna pruning: trial {self.trial_number} of study {self.study_name!r} is {state.name}, not "
+                "RUNNING; a finished trial cannot be reported to (start a new sweep rather than rerun a job)"
             )
-        return optuna.trial.Trial(study, running[0]._trial_id)
+        return study, optuna.trial.Trial(study, trial_id)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or self.pruned_at_epoch is not None:
             return
+        if self.monitor not in trainer.callback_metrics:  # every rank has the same keys: all refuse together
+            raise LtrainError(
+                f"Optuna pruning monitors {self.monitor!r}, which this run does not log; logged: "
+                f"{sorted(trainer.callback_metrics)} (set callbacks.optuna_pruning.monitor)"
+            )
         prune = False
-        if trainer.is_global_zero and self._trial is not None and self.monitor in trainer.callback_metrics:
+        if trainer.is_global_zero:
             self._trial.report(float(trainer.callback_metrics[self.monitor]), step=trainer.current_epoch)
             prune = self._trial.should_prune()
+            if prune:  # what Optuna's study.optimize does when the objective raises TrialPruned
+                import optuna
+
+                self._study.tell(self.trial_number, state=optuna.trial.TrialState.PRUNED)
         if trainer.strategy.broadcast(prune, src=0):  # every rank stops together
             self.pruned_at_epoch = trainer.current_epoch
             trainer.should_stop = True
             log.info(
-                "Optuna pruned this trial after epoch %d (%s below the median of earlier trials)",
+                "Optuna pruned trial %d after epoch %d (%s below what the pruner asks of it)",
+                self.trial_number,
                 trainer.current_epoch,
                 self.monitor,
             )
 
     def summary(self) -> dict[str, Any]:
         """What results.json records about pruning."""
-        return {"pruned_at_epoch": self.pruned_at_epoch}
+        return {"optuna_trial": self.trial_number, "pruned_at_epoch": self.pruned_at_epoch}

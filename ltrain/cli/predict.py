@@ -18,6 +18,8 @@ def app(cfg: DictConfig) -> None:
     validate_predict_config(cfg)
     out_dir = HydraConfig.get().runtime.output_dir
     report = predict(cfg, out_dir)
+    if report["mc"].get("note"):
+        print(f"mc: {report['mc']['note']}")
     for arm, metrics in report.get("metrics", {}).items():
         print(f"{arm}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     print(f"{report['inputs']} predictions written to {out_dir}/predictions.csv")

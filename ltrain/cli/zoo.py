@@ -115,7 +115,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         entry = zoo.get(args.name)
         print(json.dumps(asdict(entry), indent=2) if args.json else show_text(zoo, entry))
     elif args.command == "push":
-        from ltrain.zoo import push_run
+        from ltrain.publish import push_run
 
         entry = push_run(
             args.run,

@@ -52,11 +52,22 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path) -> Path:
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     root = logging.getLogger()  # the quantiser logs every tensor it leaves in float on the root logger, at INFO
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
+    quiet = _DropInfoFrom("onnxruntime")  # only its INFO records: the root logger's level and handlers stay as set
+    root.addFilter(quiet)
     try:
         quantize_dynamic(str(onnx_path), str(tmp), weight_type=QuantType.QInt8)
     finally:
-        root.setLevel(level)
+        root.removeFilter(quiet)
     tmp.replace(out_path)  # atomic: no half-written model_int8.onnx
     return out_path
+
+
+class _DropInfoFrom(logging.Filter):
+    """Drops records below WARNING logged from files of one package (by path: it logs on the root logger)."""
+
+    def __init__(self, package: str):
+        super().__init__()
+        self.package = package
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or self.package not in record.pathname.replace("\\", "/")

@@ -1,30 +1,32 @@
 """``MCDropoutEvaluation``: score MC-dropout predictions next to the deterministic ones in ``trainer.test``.
 
-The ``risk_sensitive`` preset adds it (``callbacks.mc_dropout``), so a run reports how sure the model
-is, not only how often it is right: ``test/mc_acc``, ``test/mc_ece``, ``test/mc_nll``, ``test/mc_brier``,
-``test/mc_mutual_info`` beside the deterministic ``test/ece``, ``test/nll``, ``test/brier``, and a
-reliability diagram in the run directory.
+The ``risk_sensitive`` preset adds it (``callbacks.mc_dropout``, its settings in the ``mc:`` node), so a
+run reports how sure the model is, not only how often it is right: ``test/mc_acc``, ``test/mc_ece``,
+``test/mc_nll``, ``test/mc_brier``, ``test/mc_mutual_info`` beside the deterministic ``test/ece``,
+``test/nll``, ``test/brier``, and a reliability diagram in the run directory.
 
-    trainer = L.Trainer(callbacks=[MCDropoutEvaluation(samples=30)])
+    trainer = L.Trainer(callbacks=[MCDropoutEvaluation(MCSettings(samples=30))])
     trainer.test(module, datamodule=dm)
+    callback.results  # {"deterministic": {...}, "mc_dropout": {...}}
 
-Works with any LightningModule whose ``forward`` (or ``.model`` for ClassifierModule) returns logits
-and whose test batches are ``(x, y)``. Under DDP each rank scores its shard and the logged values
-are averaged across ranks (``sync_dist``); the plot is written by rank zero from its shard.
+Works with any LightningModule whose network (found as every ltrain callback finds it) returns logits
+and whose test batches are ``(x, y)``. The metrics are sums in torchmetrics states, so under DDP they are
+the figures of the whole test set (Lightning's DistributedSampler pads a set that does not divide by the
+number of processes with repeated inputs: those are counted twice, as in every DDP test metric).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 
 from ltrain.errors import LtrainError
-from ltrain.inference.mc_dropout import mc_dropout
-from ltrain.inference.sites import is_timm_classifier, module_sites
+from ltrain.inference.evaluation import DEFAULT_SAMPLES, CalibrationMetrics, MCSettings, has_dropout, predict_batch
+from ltrain.inference.reliability import plot_reliability
 from ltrain.models.network import find_network
 
 
@@ -32,44 +34,35 @@ class MCDropoutEvaluation(Callback):
     """MC-dropout metrics of the test set (accuracy, calibration error, NLL, Brier, mutual information).
 
     Args:
-        samples: T, stochastic passes per test input.
-        seed: seed of the dropout masks (batch ``b`` uses ``seed * 100_003 + b``).
-        chunk_size, max_memory_mb, path: passed to :func:`ltrain.inference.mc_dropout`.
-        n_bins: confidence bins of the calibration error and the reliability diagram.
-        plot: write ``reliability.png`` in the trainer's ``default_root_dir``.
+        mc: how to sample and score (``samples=None`` means 30; at least 2 are needed).
+        plot: write ``reliability.png`` in the trainer's ``default_root_dir`` (rank zero).
     """
 
-    def __init__(
-        self,
-        samples: int = 30,
-        seed: int = 0,
-        chunk_size: int | None = None,
-        max_memory_mb: float = 512.0,
-        path: str = "auto",
-        n_bins: int = 15,
-        plot: bool = True,
-    ):
-        if samples < 2:
-            raise LtrainError(f"MCDropoutEvaluation needs samples >= 2 to estimate uncertainty, got {samples}")
-        self.samples, self.seed, self.n_bins, self.plot = samples, seed, n_bins, plot
-        self.mc_kwargs: dict[str, Any] = {"chunk_size": chunk_size, "max_memory_mb": max_memory_mb, "path": path}
-        self._det: list[torch.Tensor] = []
-        self._mc: list[torch.Tensor] = []
-        self._mi: list[torch.Tensor] = []
-        self._y: list[torch.Tensor] = []
+    def __init__(self, mc: MCSettings | None = None, plot: bool = True):
+        mc = mc or MCSettings()
+        if mc.samples is None:
+            mc = replace(mc, samples=DEFAULT_SAMPLES)
+        if mc.samples < 2:
+            raise LtrainError(f"MCDropoutEvaluation needs mc.samples >= 2 to estimate uncertainty, got {mc.samples}")
+        self.mc, self.plot = mc, plot
+        self.results: dict[str, dict[str, float]] = {}
+        self.scored = 0  # test inputs scored in the last test pass (all ranks)
+        self._det = CalibrationMetrics(mc.n_bins)
+        self._mc = CalibrationMetrics(mc.n_bins, mutual_info=True)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Fail before training if the network has no dropout to sample, naming the key that adds it."""
-        net = find_network(pl_module)
-        if module_sites(net) or (is_timm_classifier(net) and float(getattr(net, "drop_rate", 0) or 0) > 0):
+        if has_dropout(pl_module, self.mc.drop_path):
             return
         raise LtrainError(
-            f"MC dropout needs a network with dropout, and {type(net).__name__} has none. "
+            f"MC dropout needs a network with dropout, and {type(find_network(pl_module)).__name__} has none. "
             "Set model.dropout=0.2 (MLP) or model.drop_rate=0.2 (timm models), or drop callbacks.mc_dropout"
         )
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._det, self._mc, self._mi, self._y = [], [], [], []
+        for metric in (self._det, self._mc):
+            metric.reset()
+            metric.to(pl_module.device)
 
     def on_test_batch_end(
         self,
@@ -81,32 +74,21 @@ class MCDropoutEvaluation(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         x, y = batch[0], batch[1]
-        with torch.no_grad():
-            self._det.append(pl_module(x).float().softmax(-1).cpu())
-        pred = mc_dropout(pl_module, x, samples=self.samples, seed=self.seed * 100_003 + batch_idx, **self.mc_kwargs)
-        self._mc.append(pred.mean.cpu())
-        self._mi.append(pred.mutual_info.cpu())
-        self._y.append(y.cpu())
+        seed = self.mc.batch_seed(batch_idx, trainer.global_rank, trainer.world_size)
+        det, pred = predict_batch(pl_module, x, self.mc, seed)
+        self._det.update(det, y)
+        self._mc.update(pred.mean, y, pred.mutual_info)
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from ltrain.inference.uncertainty import classification_metrics
-
-        if not self._y:
+        if not self._det.update_called:
             return
-        y, det, mc = torch.cat(self._y), torch.cat(self._det), torch.cat(self._mc)
-        det_m = classification_metrics(det, y, self.n_bins)
-        mc_m = classification_metrics(mc, y, self.n_bins)
-        logged = {f"test/{k}": det_m[k] for k in ("ece", "nll", "brier")}
-        logged |= {f"test/mc_{k}": v for k, v in mc_m.items()}
-        logged["test/mc_mutual_info"] = float(torch.cat(self._mi).mean())
+        self.results = {"deterministic": self._det.compute(), "mc_dropout": self._mc.compute()}
+        logged = {f"test/{k}": self.results["deterministic"][k] for k in ("ece", "nll", "brier")}
+        logged |= {f"test/mc_{k}": v for k, v in self.results["mc_dropout"].items()}
         for key, value in logged.items():
-            pl_module.log(key, value, sync_dist=True)
+            pl_module.log(key, value)  # already the whole test set's figure on every rank
+        # bins() gathers from every rank: all of them call it, rank zero draws
+        curves = {"deterministic": self._det.bins(), f"MC dropout (T={self.mc.samples})": self._mc.bins()}
+        self.scored = int(curves["deterministic"]["count"].sum())
         if self.plot and trainer.is_global_zero:
-            from ltrain.inference.reliability import plot_reliability
-
-            plot_reliability(
-                {"deterministic": det, f"MC dropout (T={self.samples})": mc},
-                y,
-                Path(trainer.default_root_dir) / "reliability.png",
-                n_bins=self.n_bins,
-            )
+            plot_reliability(curves, Path(trainer.default_root_dir) / "reliability.png")

@@ -32,6 +32,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ltrain.errors import LtrainError
+from ltrain.models.network import eval_mode_restored
 
 # torch's alpha dropout constants (ATen Dropout.cpp): SELU's alpha * lambda.
 _ALPHA = 1.7580993408473766
@@ -178,18 +179,6 @@ class _Census(TorchFunctionMode):
             if p > 0:
                 self.census.functional.append(f"attention dropout_p={p} (scaled_dot_product_attention)")
         return func(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def eval_mode_restored(model: nn.Module) -> Iterator[None]:
-    """Every module in eval mode inside the block; each module's own mode restored after, even on error."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def stays_in_eval(module: nn.Module, drop_path: bool) -> bool:

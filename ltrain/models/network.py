@@ -19,6 +19,9 @@ network is freezing or rescaling the one that trains.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from torch import nn
 
 from ltrain.errors import LtrainError
@@ -92,3 +95,19 @@ def find_network(module: nn.Module, model_attr: str | None = None, owner: str = 
             "child holding parameters, else the module itself)"
         )
     return unwrap(target)
+
+
+@contextlib.contextmanager
+def eval_mode_restored(model: nn.Module) -> Iterator[None]:
+    """Every module in eval mode inside the block; each module's own mode restored after, even on error.
+
+    The one eval-mode context of ltrain: ``model.train(was_training)`` would put a frozen BatchNorm that a
+    FreezeSchedule holds in eval back into training mode; this restores every module's own flag.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ltrain.errors import LtrainError, close_matches
+from ltrain.store import Catalog
 
 NAMED_SOURCES = ("timm", "imagenet_lite0")
 SOURCES_HELP = (
@@ -33,16 +34,14 @@ def load_pretrained(model: nn.Module, source: str, arch: str) -> nn.Module:
     """Load the weights ``source`` names into ``model`` (built for architecture ``arch``); returns ``model``."""
     source = str(source).strip()
     if source.startswith("zoo:"):
-        from ltrain import zoo
-
         name = source[len("zoo:") :]
-        entry = zoo.Zoo().get(name)
+        entry = Catalog().get(name)
         if entry.architecture != arch.split(".", 1)[0]:
             raise LtrainError(
                 f"model.pretrained={source}: the entry is a {entry.architecture}, but model.name={arch}.\n"
                 f"  Use model.name={entry.architecture} (and its model group), or another entry: ltrain-zoo list"
             )
-        load_checked(model, zoo.Zoo().load_state_dict(name), origin=source)
+        load_checked(model, Catalog().load_state_dict(name), origin=source)
     elif source == "timm":
         _load_timm_hub(model, arch)
     elif source == "imagenet_lite0":

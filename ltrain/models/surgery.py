@@ -19,6 +19,7 @@ from ltrain.errors import LtrainError
 from ltrain.models.activations import make_activation
 from ltrain.models.groups import format_groups, layer_groups
 from ltrain.models.init import init_weights
+from ltrain.models.network import eval_mode_restored
 
 
 def apply_surgery(
@@ -147,15 +148,13 @@ def _head_in_features(model: nn.Module, input_shape: tuple[int, int, int]) -> in
         raise _Stop
 
     hook = head.register_forward_pre_hook(grab)
-    was_training = model.training
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape))
+        with eval_mode_restored(model), torch.no_grad():
+            model(torch.zeros(1, *input_shape))
     except _Stop:
         pass
     finally:
         hook.remove()
-        model.train(was_training)
     if not seen:
         raise RuntimeError("the classifier was never called")
     return int(seen[0])

@@ -40,12 +40,10 @@ def epoch_curves(run_dir: str | Path) -> dict[str, list[float]]:
 
 def plot_curves(curves: dict[str, dict[str, list[float]]], out_png: Path, title: str) -> None:
     """Validation accuracy and training loss per epoch, one line per arm."""
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: drawing to a file must not switch the user's backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    axes = fig.subplots(1, 2)
     for arm, c in curves.items():
         axes[0].plot(range(1, len(c["val_acc"]) + 1), c["val_acc"], marker="o", label=arm)
         axes[1].plot(range(1, len(c["train_loss"]) + 1), c["train_loss"], marker="o", label=arm)
@@ -57,4 +55,3 @@ def plot_curves(curves: dict[str, dict[str, list[float]]], out_png: Path, title:
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)

@@ -97,12 +97,10 @@ def markdown_table(summary: dict[str, dict[str, float]]) -> str:
 
 
 def plot(per_layer: dict[str, dict[str, list[float]]], out_png: Path, saturation: float) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: drawing to a file must not switch the user's backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_std, ax_sat) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    (ax_std, ax_sat) = fig.subplots(1, 2)
     for name, s in per_layer.items():
         layers = range(1, len(s["std"]) + 1)
         ax_std.plot(layers, [max(v, 1e-12) for v in s["std"]], marker="o", label=name)
@@ -117,4 +115,3 @@ def plot(per_layer: dict[str, dict[str, list[float]]], out_png: Path, saturation
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_png, dpi=100)
-    plt.close(fig)

@@ -67,7 +67,7 @@ def fit_pretext(
 def zoo_name(cfg: DictConfig) -> tuple[str, bool]:
     """(entry name, overwrite): ``zoo.push`` if given, else ``<recipe name>_s<seed>``; replaced only if
     ``zoo.overwrite=true`` (a rerun of the recipe fails before any work instead: ``check_push``)."""
-    from ltrain.zoo import bool_option
+    from ltrain.store import bool_option
 
     zoo_cfg = cfg.get("zoo") or {}
     overwrite = bool_option(zoo_cfg.get("overwrite", False), "zoo.overwrite")

@@ -29,9 +29,9 @@ from omegaconf import DictConfig
 from ltrain.data.pairs import PairData
 from ltrain.modules.encoders import encoder_of
 from ltrain.modules.siamese import SiameseModule
+from ltrain.publish import check_push
 from ltrain.recipes.pretraining import classifier_network, fit_pretext, hand_over_and_compare, zoo_name
 from ltrain.train import build_datamodule
-from ltrain.zoo import check_push
 
 
 def build_siamese(cfg: DictConfig, dm) -> tuple[torch.nn.Module, SiameseModule]:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from ltrain.data.pairs import UnlabelledData
 from ltrain.modules.autoencoder import DenoisingAutoencoder, dense_decoder, fit_greedy_layerwise
 from ltrain.modules.encoders import encoder_of
+from ltrain.publish import check_push
 from ltrain.recipes.pretraining import (
     classifier_network,
     fit_pretext,
@@ -30,7 +31,6 @@ from ltrain.recipes.pretraining import (
     zoo_name,
 )
 from ltrain.train import build_datamodule
-from ltrain.zoo import check_push
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:

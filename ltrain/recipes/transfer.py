@@ -57,8 +57,8 @@ def train_source(cfg: DictConfig, run_dir: Path) -> tuple[str, dict[str, float]]
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Model A (trained or public), then each arm on the target task; per-arm test accuracy."""
+    from ltrain.publish import check_push
     from ltrain.train import train
-    from ltrain.zoo import check_push
 
     run_dir = Path(run_dir)
     out: dict[str, Any] = {}

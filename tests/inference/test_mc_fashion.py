@@ -22,10 +22,10 @@ def test_mc_fashion_smoke_scores_both_arms_and_writes_the_reliability_diagram(tm
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=20",
         "trainer.limit_val_batches=1",
-        "trainer.limit_test_batches=1",
+        "trainer.limit_test_batches=3",
+        "data.eval_batch_size=100",
         "data.train_per_class=300",
-        "recipe.test_limit=300",
-        "recipe.samples=5",
+        "mc.samples=5",
     )
     results = run_recipe(cfg, tmp_path)
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -20,7 +20,7 @@ from tests.conftest import compose_config
 
 pytestmark = pytest.mark.fashion_mnist  # reads the real Fashion-MNIST files (make test installs them)
 
-TINY = [
+PLAIN = [  # the default MLP (no dropout), as `ltrain data=fashion_mnist` trains it
     "data=fashion_mnist",
     "data.train_per_class=200",
     "model.hidden=[32]",
@@ -28,8 +28,8 @@ TINY = [
     "trainer.limit_val_batches=1",
     "trainer.limit_test_batches=2",
     "data.eval_batch_size=64",
-    "callbacks.mc_dropout.samples=6",
 ]
+TINY = [*PLAIN, "mc.samples=6"]
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +110,17 @@ def test_predict_says_what_a_bad_source_should_be(tmp_path):
         predict(compose_predict(f"source={tmp_path / 'nope'}"), tmp_path)
     with pytest.raises(LtrainError, match="checkpoint=best"):
         predict(compose_predict(f"source={tmp_path}"), tmp_path)
+
+
+def test_predict_on_a_default_run_without_dropout_predicts_deterministically_unless_mc_is_asked_for(tmp_path):
+    """Issue 16's leftover: `ltrain-predict source=RUN` on a default run (no dropout) used to fail."""
+    run_dir = tmp_path / "plain"
+    train(compose_config(*PLAIN, "test=false", "plots=false"), run_dir)
+    report = predict(compose_predict(f"source={run_dir}", "limit=30"), tmp_path / "auto")
+    assert report["mc"]["samples"] == 0 and "has no dropout" in report["mc"]["note"]
+    assert set(report["metrics"]) == {"deterministic"}
+    rows = read_csv(tmp_path / "auto" / "predictions.csv")
+    assert len(rows) == 30 and "mutual_info" not in rows[0]
+    assert all(r["predicted"] == r["deterministic_predicted"] for r in rows)
+    with pytest.raises(LtrainError, match=r"has no dropout.*model.dropout=0.2"):
+        predict(compose_predict(f"source={run_dir}", "limit=30", "mc.samples=30"), tmp_path / "asked")
