@@ -61,6 +61,13 @@ def test_the_rich_bar_is_an_option_and_no_bar_wins_when_bars_are_off(cfg_factory
     assert not any(isinstance(c, (RichProgressBar, TQDMProgressBar)) for c in off)
 
 
+def test_without_a_best_checkpoint_the_run_tests_its_final_weights_and_says_so(cfg_factory, tmp_path):
+    run = train(cfg_factory(*TINY, "callbacks.best_checkpoint=null"), tmp_path)
+    assert run.results["best_val_acc"] is None and run.results["best_checkpoint"] == ""
+    assert 0 < run.results["test_acc"] <= 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+
+
 @pytest.mark.parametrize("option", sorted(p.stem for p in (conf_dir() / "logger").glob("*.yaml")))
 def test_every_logger_option_instantiates_beside_the_csv_history(cfg_factory, tmp_path, option):
     extra = LOGGER_EXTRAS.get(option)
