@@ -65,7 +65,7 @@ def test_without_a_best_checkpoint_the_run_tests_its_final_weights_and_says_so(c
     run = train(cfg_factory(*TINY, "callbacks.best_checkpoint=null"), tmp_path)
     assert run.results["best_val_acc"] is None and run.results["best_checkpoint"] == ""
     assert 0 < run.results["test_acc"] <= 1
-    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("*.ckpt")) == ["last.ckpt"]
 
 
 @pytest.mark.parametrize("option", sorted(p.stem for p in (conf_dir() / "logger").glob("*.yaml")))
