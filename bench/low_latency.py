@@ -33,8 +33,8 @@ def one_seed(seed: int, epochs: int, sparsify: float, batches: list[int]) -> dic
         f"seed={seed}",
     )
     out = train(cfg, tempfile.mkdtemp(prefix="ltrain-bench-"))
-    model = out["module"].model.eval()
-    x, y = (torch.cat(t) for t in zip(*out["datamodule"].test_dataloader(), strict=True))
+    model = out.module.model.eval()
+    x, y = (torch.cat(t) for t in zip(*out.datamodule.test_dataloader(), strict=True))
     y = y.numpy()
     d = tempfile.mkdtemp(prefix="ltrain-bench-export-")
     r = export_model(

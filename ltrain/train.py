@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 import ltrain
@@ -18,7 +20,7 @@ from ltrain.checkpoint_io import ChecksummedCheckpointIO
 from ltrain.data.base import ImageClassificationData
 from ltrain.data.factory import build_datamodule
 from ltrain.errors import LtrainError, instantiate
-from ltrain.history import HistoryCSVLogger, epochs_done, keep_history
+from ltrain.history import METRICS_FILE, epochs_done, keep_history
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
@@ -42,13 +44,21 @@ def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModu
     )
 
 
-def build_callbacks(cfg: DictConfig) -> list[Callback]:
-    """Every callback the config names: ``callbacks.*`` entries and the ``freeze`` schedule, if any."""
-    from ltrain.callbacks.epoch_seed import EpochSeed
-    from ltrain.callbacks.plateau_resume import ResumePlateauSchedulers
+def build_callbacks(cfg: DictConfig, run_dir: Path | None = None) -> list[Callback]:
+    """Every callback the config names: the ``callbacks`` group's entries, then the ``freeze`` schedule and cache.
 
-    callbacks: list[Callback] = [EpochSeed(cfg.seed), ResumePlateauSchedulers()]
-    callbacks += [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    A ``ModelCheckpoint`` whose ``dirpath`` is null saves in ``<run_dir>/checkpoints``, where ``resume=auto``
+    looks. With ``trainer.enable_progress_bar=false`` the progress-bar entry is left out (Lightning refuses a bar
+    callback on a Trainer without bars), so that switch keeps working whichever bar is chosen.
+    """
+    nodes = [c for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks: list[Callback] = [instantiate(c) for c in nodes]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if run_dir is not None:
+        for c in callbacks:
+            if isinstance(c, ModelCheckpoint) and c.dirpath is None:
+                c.dirpath = str(run_dir / "checkpoints")
     if cfg.get("freeze"):
         callbacks.append(instantiate(cfg.freeze, _convert_="all"))
     if cfg.get("cache"):  # after the schedule: the cache looks at what it froze
@@ -56,24 +66,20 @@ def build_callbacks(cfg: DictConfig) -> list[Callback]:
     return callbacks
 
 
-def checkpoints(dirpath: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
-    """``best.ckpt`` (highest val/acc, for testing) and ``last.ckpt`` (every epoch, for resuming).
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Logger]:
+    """The ``logger`` group's loggers; a null ``save_dir`` is the run directory (known only once resume chose it)."""
+    loggers = []
+    for node in (cfg.get("logger") or {}).values():
+        if node is None:
+            continue
+        where = {"save_dir": str(run_dir)} if "save_dir" in node and node.save_dir is None else {}
+        loggers.append(instantiate(node, **where))
+    return loggers
 
-    Two callbacks, because Lightning 2.6's ``save_last=True`` refreshes last.ckpt only in epochs where the
-    monitored metric improved, so it can lag behind the run. Lightning steps ReduceLROnPlateau after the
-    epoch's checkpoint and skips that step on resume; ``ResumePlateauSchedulers`` takes it.
-    """
-    best = ModelCheckpoint(
-        dirpath=dirpath,
-        filename="best",
-        monitor="val/acc",
-        mode="max",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
-    last = ModelCheckpoint(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
-    return best, last
+
+def best_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The checkpoint callback that keeps the best model: the first ``ModelCheckpoint`` with a monitored metric."""
+    return next((c for c in trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
 
 
 def checkpoint_plugins(cfg: DictConfig) -> list:
@@ -137,8 +143,26 @@ def _push(cfg: DictConfig, module: ClassifierModule, dm: ImageClassificationData
         ) from e
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``."""
+@dataclass
+class TrainedRun:
+    """What :func:`train` measured and what it built.
+
+    ``results`` is what ``results.json`` holds (plain JSON values); the live objects sit beside it, so a
+    caller can test, predict or export without reloading a checkpoint.
+    """
+
+    results: dict[str, Any]
+    trainer: L.Trainer
+    module: ClassifierModule
+    datamodule: ImageClassificationData
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> TrainedRun:
+    """Fit, test the best checkpoint and write ``results.json`` and ``learning_curves.png`` in ``run_dir``.
+
+    The Trainer is assembled from config: ``cfg.trainer`` (its arguments), the ``callbacks`` group, the
+    ``freeze`` and ``cache`` callbacks and the ``logger`` group.
+    """
     from ltrain.resume import check_checkpoint, find_resume_point
 
     validate_train_config(cfg)  # wrong types and sizes fail in the first second, naming the key
@@ -156,12 +180,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank_zero_only.rank == 0:
         continue_history(run_dir, resume_from)
-    checkpoint, last = checkpoints(run_dir / "checkpoints")
-    logger = HistoryCSVLogger(save_dir=str(run_dir))
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=[*build_callbacks(cfg), checkpoint, last],
-        logger=logger,
+        callbacks=build_callbacks(cfg, run_dir),
+        logger=build_loggers(cfg, run_dir),
         plugins=checkpoint_plugins(cfg),
         default_root_dir=str(run_dir),
     )
@@ -173,17 +195,13 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
         lr_find = find_lr(cfg.tune, trainer, module, dm, run_dir)
         if not cfg.tune.fit:
-            return {
-                "lr_find": lr_find,
-                "run_dir": str(run_dir),
-                "best_val_acc": None,
-                "trainer": trainer,
-                "module": module,
-                "datamodule": dm,
-            }
+            return TrainedRun({"lr_find": lr_find, "run_dir": str(run_dir), "best_val_acc": None}, trainer, module, dm)
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=resume_from, weights_only=True if resume_from else None)
     fit_seconds = time.perf_counter() - start
+    checkpoint = best_checkpoint(trainer)
+    best_path = checkpoint.best_model_path if checkpoint is not None else ""
+    best_score = checkpoint.best_model_score if checkpoint is not None else None
     results: dict[str, Any] = {
         "seed": cfg.seed,
         "model": cfg.model.name,
@@ -195,15 +213,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
         "fit_seconds": round(fit_seconds, 2),
-        "best_checkpoint": checkpoint.best_model_path,
-        "best_val_acc": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "best_checkpoint": best_path,
+        "best_val_acc": float(best_score) if best_score is not None else None,
         "hardware": hardware(),
         "versions": {"ltrain": ltrain.__version__, "torch": torch.__version__, "lightning": L.__version__},
     }
     for callback in trainer.callbacks:  # e.g. where OptunaPruning stopped the run
         results.update(callback.summary() if hasattr(callback, "summary") else {})
     if cfg.get("test", True):
-        ckpt = "best" if checkpoint.best_model_path else None
+        ckpt = best_path or None  # no best checkpoint (callbacks.best_checkpoint=null): the final weights
         (metrics,) = trainer.test(module, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)
         results["test_acc"] = metrics["test/acc"]
         results["test_loss"] = metrics["test/loss"]
@@ -212,12 +230,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         if (cfg.get("zoo") or {}).get("push"):  # rank 0 only: one writer to the zoo
             results["zoo_entry"] = _push(cfg, module, dm, results, run_dir)
             atomic_write_json(run_dir / "results.json", results)
-        metrics_csv = Path(logger.log_dir) / "metrics.csv"
+        metrics_csv = run_dir / "logs" / METRICS_FILE
         if cfg.get("plots", True) and metrics_csv.is_file():
             from ltrain.plots import plot_learning_curves
 
             plot_learning_curves(metrics_csv, run_dir / "learning_curves.png", title=f"{cfg.model.name} on {dm.name}")
-    results["trainer"] = trainer
-    results["module"] = module
-    results["datamodule"] = dm
-    return results
+    return TrainedRun(results, trainer, module, dm)

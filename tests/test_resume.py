@@ -43,10 +43,10 @@ def test_resuming_from_a_checkpoint_gives_the_uninterrupted_weights(cfg_factory,
         ),
         tmp_path / "resumed",
     )
-    assert part["global_step"] < full["global_step"] == resumed["global_step"]
-    lr = [r["trainer"].optimizers[0].param_groups[0]["lr"] for r in (full, resumed)]
+    assert part.results["global_step"] < full.results["global_step"] == resumed.results["global_step"]
+    lr = [r.trainer.optimizers[0].param_groups[0]["lr"] for r in (full, resumed)]
     assert lr[0] == lr[1], lr
-    a, b = full["module"].state_dict(), resumed["module"].state_dict()
+    a, b = full.module.state_dict(), resumed.module.state_dict()
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -197,7 +197,7 @@ def test_resume_auto_never_reopens_a_finished_run(cfg_factory, tmp_path):
         train(cfg_factory(*SMALL, "trainer.max_epochs=1", "resume=auto"), run)
     with pytest.warns(UserWarning, match="has finished"):  # found by its config: said, and a new run starts
         again = train(cfg_factory(*SMALL, "trainer.max_epochs=1", "resume=auto"), tmp_path / "runs" / "second")
-    assert again["run_dir"] == str(tmp_path / "runs" / "second") and again["resumed_from"] is None
+    assert again.results["run_dir"] == str(tmp_path / "runs" / "second") and again.results["resumed_from"] is None
     assert _unchanged(run) == before
 
 

@@ -15,8 +15,8 @@ def test_two_runs_with_the_same_seed_give_identical_test_accuracy(cfg_factory, t
     overrides = ["trainer.max_epochs=2", "seed=7"]
     a = train(cfg_factory(*overrides), tmp_path / "a")
     b = train(cfg_factory(*overrides), tmp_path / "b")
-    assert a["test_acc"] == b["test_acc"]
-    assert a["test_acc"] > 0.85  # two epochs of the 5x100 ELU MLP on 3,500 digits
+    assert a.results["test_acc"] == b.results["test_acc"]
+    assert a.results["test_acc"] > 0.85  # two epochs of the 5x100 ELU MLP on 3,500 digits
 
 
 def test_a_run_writes_checkpoints_results_and_a_learning_curve(cfg_factory, tmp_path):
@@ -44,9 +44,9 @@ def test_a_timm_model_trains_on_resized_three_channel_digits(cfg_factory, tmp_pa
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
     )
-    results = train(cfg, tmp_path)
-    assert results["global_step"] == 3
-    assert results["module"].model.default_cfg["architecture"] == "resnet10t"
+    run = train(cfg, tmp_path)
+    assert run.results["global_step"] == 3
+    assert run.module.model.default_cfg["architecture"] == "resnet10t"
 
 
 def test_timm_name_with_the_mlp_config_says_which_group_to_use():

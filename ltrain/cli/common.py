@@ -45,7 +45,11 @@ def override_typos(args: list[str], config_name: str) -> list[str]:
     from ltrain.errors import close_matches
 
     conf = conf_dir()
-    groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and p.name != "hydra")
+    groups = sorted(  # nested groups too: callbacks/progress_bar
+        p.relative_to(conf).as_posix()
+        for p in conf.rglob("*")
+        if p.is_dir() and p.relative_to(conf).parts[0] != "hydra"
+    )
     overrides = [a for a in args if "=" in a and not a.startswith(("-", "+", "~", "hydra.", "hydra/"))]
     problems, selections = [], []
     for override in overrides:
@@ -75,7 +79,7 @@ def override_typos(args: list[str], config_name: str) -> list[str]:
         siblings = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []  # noqa: SIM118 (keeps ??? keys)
         if key in groups or leaf in siblings or (parent and not isinstance(node, DictConfig)):
             continue
-        choices = siblings + (groups if not parent else [])
+        choices = siblings + ([g for g in groups if "/" not in g] if not parent else [])
         hint = close_matches(leaf, choices)
         problems.append(
             f"{key}: no such config key."

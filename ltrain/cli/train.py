@@ -28,12 +28,33 @@ def _pin_run_dir() -> str:
     return run_dir
 
 
+def _log_each_line_once() -> None:
+    """Leave Lightning's log records to the handlers Hydra gave the root logger (the console and ``train.log``).
+
+    ``import lightning`` gives the ``lightning`` logger a console handler of its own and lets records propagate
+    to the root as well, so under Hydra every line was printed twice. Where the root has no handler (e.g.
+    ``hydra/job_logging=none``) Lightning keeps its own.
+    """
+    import logging
+
+    import lightning  # noqa: F401  (its import adds the handler removed here)
+
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 @hydra.main(config_path=CONFIG_PATH, config_name="config", version_base="1.3")
 @exit_on_user_error
 def train_app(cfg: DictConfig) -> float | None:
     from ltrain.recipes import recipe_runner, run_recipe
     from ltrain.train import train
 
+    _log_each_line_once()
     run_dir = _pin_run_dir()
     if recipe_runner(cfg) is not None:
         from pathlib import Path
@@ -51,11 +72,11 @@ def train_app(cfg: DictConfig) -> float | None:
             print(f"zoo entry: {results['zoo_entry']}  (ltrain-zoo show {results['zoo_entry']})")
         print(f"run directory: {run_dir}  (learning_curves.png in each arm's folder)")
         return None
-    results = train(cfg, run_dir)
-    if results["trainer"].is_global_zero:
-        acc = results.get("test_acc")
-        print(f"test accuracy: {acc:.4f}" if acc is not None else "done", f"(run directory: {results['run_dir']})")
-    return results.get("best_val_acc")  # what an Optuna sweep maximises: validation, never test
+    run = train(cfg, run_dir)
+    if run.trainer.is_global_zero:
+        acc = run.results.get("test_acc")
+        print(f"test accuracy: {acc:.4f}" if acc is not None else "done", f"(run directory: {run.results['run_dir']})")
+    return run.results.get("best_val_acc")  # what an Optuna sweep maximises: validation, never test
 
 
 def main() -> float | None:

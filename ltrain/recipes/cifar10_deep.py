@@ -44,15 +44,15 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         trained = train(arm_cfg, run_dir / name)
         curves[name] = epoch_curves(run_dir / name)
         arms[name] = {
-            "test_acc": trained["test_acc"],
-            "epochs": trained["epochs"],
-            "fit_seconds": trained["fit_seconds"],
-            "best_val_acc": trained["best_val_acc"],
+            "test_acc": trained.results["test_acc"],
+            "epochs": trained.results["epochs"],
+            "fit_seconds": trained.results["fit_seconds"],
+            "best_val_acc": trained.results["best_val_acc"],
         }
         if arm_cfg.model.dropout > 0:
             arms[name]["test_acc_mc"] = mc_test_accuracy(
-                trained["module"].model,
-                trained["datamodule"],
+                trained.module.model,
+                trained.datamodule,
                 r.mc_samples,
                 cfg.seed,
                 r.get("test_limit"),

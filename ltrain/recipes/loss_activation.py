@@ -28,10 +28,10 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         curves[name] = epoch_curves(run_dir / name)
         val_acc = curves[name]["val_acc"]
         arms[name] = {
-            "test_acc": trained["test_acc"],
+            "test_acc": trained.results["test_acc"],
             "val_acc_epoch1": val_acc[0] if val_acc else None,
             "val_acc_last": val_acc[-1] if val_acc else None,
-            "fit_seconds": trained["fit_seconds"],
+            "fit_seconds": trained.results["fit_seconds"],
         }
     if cfg.get("plots", True):
         plot_curves(curves, run_dir / "loss_activation.png", f"MLP {list(cfg.model.hidden)}, seed {cfg.seed}")

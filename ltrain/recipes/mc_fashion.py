@@ -28,7 +28,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     if not cfg.get("test", True):
         raise LtrainError("recipe=mc_fashion scores the model in the test pass: drop test=false")
     trained = train(cfg, run_dir)
-    (evaluation,) = [c for c in trained["trainer"].callbacks if isinstance(c, MCDropoutEvaluation)]
+    (evaluation,) = [c for c in trained.trainer.callbacks if isinstance(c, MCDropoutEvaluation)]
     arms = {arm: {f"test_{k}": evaluation.results[arm][k] for k in METRICS} for arm in ("deterministic", "mc_dropout")}
     arms["mc_minus_det"] = {k: arms["mc_dropout"][k] - arms["deterministic"][k] for k in arms["deterministic"]}
     return {
@@ -36,7 +36,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "arms": arms,
         "samples": evaluation.mc.samples,
         "test_images": evaluation.scored,
-        "epochs": trained["epochs"],
-        "fit_seconds": trained["fit_seconds"],
-        "best_checkpoint": trained["best_checkpoint"],
+        "epochs": trained.results["epochs"],
+        "fit_seconds": trained.results["fit_seconds"],
+        "best_checkpoint": trained.results["best_checkpoint"],
     }

@@ -137,7 +137,10 @@ def run_arms(cfg: DictConfig, run_dir: Path, name: str | None) -> dict[str, dict
     arms: dict[str, dict[str, float]] = {}
     for arm_name, arm in cfg.recipe.arms.items():
         res = train(arm_config(cfg, arm, name), run_dir / arm_name)
-        arms[arm_name] = {"test_acc": float(res["test_acc"]), "best_val_acc": float(res["best_val_acc"])}
+        arms[arm_name] = {
+            "test_acc": float(res.results["test_acc"]),
+            "best_val_acc": float(res.results["best_val_acc"]),
+        }
     base = arms.get("scratch")
     if base is not None:
         for arm_name in list(arms):

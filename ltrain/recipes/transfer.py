@@ -49,7 +49,10 @@ def train_source(cfg: DictConfig, run_dir: Path) -> tuple[str, dict[str, float]]
         src.zoo.push = name  # zoo.overwrite stays the user's: a rerun does not replace A without being asked
         src.zoo.description = f"model A of recipe {cfg.recipe.name}, seed {cfg.seed}"
     res = train(src, run_dir / "source")
-    return f"zoo:{name}", {"test_acc": float(res["test_acc"]), "best_val_acc": float(res["best_val_acc"])}
+    return f"zoo:{name}", {
+        "test_acc": float(res.results["test_acc"]),
+        "best_val_acc": float(res.results["best_val_acc"]),
+    }
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
@@ -77,9 +80,9 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
                 arm_cfg.merge_with(arm.overrides)
         res = train(arm_cfg, run_dir / arm_name)
         arms[arm_name] = {
-            "test_acc": float(res["test_acc"]),
-            "best_val_acc": float(res["best_val_acc"]),
-            "epochs": res["epochs"],
+            "test_acc": float(res.results["test_acc"]),
+            "best_val_acc": float(res.results["best_val_acc"]),
+            "epochs": res.results["epochs"],
         }
     out["arms"] = arms
     curves = {arm: epoch_curves(run_dir / arm) for arm in arms}  # did every arm stop on a plateau, not a cap?

@@ -25,9 +25,9 @@ def low_latency_run(tmp_path_factory):
 
     cfg = compose_config("preset=low_latency", "trainer.max_epochs=3", "test=false", "plots=false")
     out = train(cfg, tmp_path_factory.mktemp("run"))
-    dm = out["datamodule"]
+    dm = out.datamodule
     x, y = (torch.cat(t) for t in zip(*dm.test_dataloader(), strict=True))
-    return out["module"].model.eval(), x, y.numpy()
+    return out.module.model.eval(), x, y.numpy()
 
 
 def test_sparse_and_int8_exports_keep_test_accuracy_within_a_point(low_latency_run, tmp_path):

@@ -36,8 +36,8 @@ TINY = [*PLAIN, "mc.samples=6"]
 def risk_run(tmp_path_factory):
     """A risk_sensitive run (dropout MLP, MC-dropout test callback) trained for a few steps."""
     run_dir = tmp_path_factory.mktemp("risk_run")
-    results = train(compose_config("preset=risk_sensitive", *TINY), run_dir)
-    return run_dir, results
+    run = train(compose_config("preset=risk_sensitive", *TINY), run_dir)
+    return run_dir, run
 
 
 def compose_predict(*overrides: str):
@@ -51,8 +51,8 @@ def read_csv(path):
 
 
 def test_risk_sensitive_preset_logs_mc_dropout_metrics_and_a_reliability_diagram(risk_run):
-    run_dir, results = risk_run
-    metrics = results["trainer"].callback_metrics
+    run_dir, run = risk_run
+    metrics = run.trainer.callback_metrics
     for key in ("test/mc_acc", "test/mc_ece", "test/mc_nll", "test/mc_brier", "test/mc_mutual_info", "test/ece"):
         assert key in metrics, key
     assert 0.4 < float(metrics["test/mc_acc"]) <= 1.0  # 32 steps beat chance (0.1) by far
@@ -85,8 +85,8 @@ def test_predict_writes_csv_and_metrics_for_the_runs_test_split(risk_run, tmp_pa
 
 
 def test_a_folder_of_images_gets_the_same_predictions_as_the_split_it_came_from(risk_run, tmp_path):
-    run_dir, results = risk_run
-    test_images = results["datamodule"].splits["test"].images[:6]  # uint8 (N, 1, 28, 28)
+    run_dir, run = risk_run
+    test_images = run.datamodule.splits["test"].images[:6]  # uint8 (N, 1, 28, 28)
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, img in enumerate(test_images):

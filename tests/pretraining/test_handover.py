@@ -63,7 +63,7 @@ def test_a_frozen_fine_tuning_run_from_the_zoo_keeps_the_encoder_bit_identical(d
             {"_target_": "ltrain.callbacks.FreezeSchedule", "phases": [{"trainable": "head"}]}
         )
     out = train(cfg, tmp_path)
-    tuned = out["module"].model
+    tuned = out.module.model
     for name, p in pretrained.named_parameters():
         if not name.startswith("head."):
             assert torch.equal(p, tuned.get_parameter(name)), name

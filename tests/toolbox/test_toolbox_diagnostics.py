@@ -31,8 +31,8 @@ def test_an_absurd_learning_rate_stops_the_run_with_a_message_naming_it(tmp_path
         "plots=false",
     )
     with pytest.warns(DiagnosticsWarning, match=r"lr=100\b.*too high") as record:
-        results = train(cfg, tmp_path)
-    assert results["global_step"] < 20  # stopped within the first epoch (55 steps), not after 3 epochs
+        run = train(cfg, tmp_path)
+    assert run.results["global_step"] < 20  # stopped within the first epoch (55 steps), not after 3 epochs
     report = json.loads((tmp_path / "diagnostics.json").read_text())
     messages = [str(w.message) for w in record if w.category is DiagnosticsWarning]
     assert "lr=100" in report["stop_message"] and messages == [report["stop_message"]]

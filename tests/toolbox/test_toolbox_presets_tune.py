@@ -122,7 +122,7 @@ def test_a_preset_on_a_timm_model_says_what_it_left_out():
 
 def test_lr_find_writes_the_loss_vs_lr_plot_and_a_suggested_rate(tmp_path):
     cfg = compose_config("tune=lr_find", "tune.num_training=40", "tune.apply=true")
-    results = train(cfg, tmp_path)
+    run = train(cfg, tmp_path)
     report = json.loads((tmp_path / "lr_find.json").read_text())
     assert (tmp_path / "lr_find.png").stat().st_size > 10_000
     assert report["untrusted"] is None and len(report["points"]) >= 25
@@ -130,10 +130,8 @@ def test_lr_find_writes_the_loss_vs_lr_plot_and_a_suggested_rate(tmp_path):
     # (steepest against the LR, not log LR) sits at the very start of the descent, far lower
     assert report["min_loss_lr"] / 30 < report["suggested_lr"] < report["min_loss_lr"]
     assert report["lightning_suggested_lr"] < report["suggested_lr"] / 5
-    assert (
-        results["lr_find"]["applied"] and results["module"].optimizer_factory.keywords["lr"] == report["suggested_lr"]
-    )
-    assert results["trainer"].global_step == 0  # the finder restored the model; no fit with tune.fit=false
+    assert run.results["lr_find"]["applied"] and run.module.optimizer_factory.keywords["lr"] == report["suggested_lr"]
+    assert run.trainer.global_step == 0  # the finder restored the model; no fit with tune.fit=false
 
 
 def test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve(tmp_path):
@@ -142,10 +140,10 @@ def test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve(tmp_path):
     with pytest.warns(
         UserWarning, match=r"not applied: the loss curve is flat: it falls by .* The run keeps optimizer.lr=0.002"
     ):
-        results = train(cfg, tmp_path)
+        run = train(cfg, tmp_path)
     report = json.loads((tmp_path / "lr_find.json").read_text())
     assert not report["applied"] and report["untrusted"].startswith("the loss curve is flat")
-    assert results["module"].optimizer_factory.keywords["lr"] == 0.002
+    assert run.module.optimizer_factory.keywords["lr"] == 0.002
 
 
 def test_lr_find_trust_rule_refuses_a_suggestion_off_the_descent_and_too_few_points():

@@ -135,12 +135,12 @@ def test_early_stopping_run_tests_the_best_epochs_weights(tmp_path):
         "+callbacks.snapshots._target_=toolbox_helpers.EpochSnapshots",
         "plots=false",
     )
-    results = train(cfg, tmp_path)
-    snaps = next(c for c in results["trainer"].callbacks if isinstance(c, EpochSnapshots)).snapshots
+    run = train(cfg, tmp_path)
+    snaps = next(c for c in run.trainer.callbacks if isinstance(c, EpochSnapshots)).snapshots
     best_epoch, best_acc, best_weights = max(snaps, key=lambda s: s[1])
-    assert results["epochs"] < 8  # early stopping ended the run
+    assert run.results["epochs"] < 8  # early stopping ended the run
     assert best_epoch != snaps[-1][0]  # the run went on past its best epoch ...
-    assert results["best_val_acc"] == pytest.approx(best_acc)
-    tested = weights(results["module"].model)  # ... and test() restored the best one
+    assert run.results["best_val_acc"] == pytest.approx(best_acc)
+    tested = weights(run.module.model)  # ... and test() restored the best one
     assert all(torch.equal(tested[k], best_weights[k]) for k in best_weights)
     assert not all(torch.equal(tested[k], snaps[-1][2][k]) for k in best_weights)

@@ -35,10 +35,10 @@ def test_every_freeze_option_composes_and_instantiates(cfg_factory, option):
 
 def test_default_schedule_runs_in_the_ltrain_app_and_unfreezes_at_its_epoch(cfg_factory, tmp_path):
     cfg = cfg_factory("freeze=default", "freeze.phases.1.at_epoch=1", *SMALL)
-    results = train(cfg, tmp_path / "run")
-    schedule = next(c for c in results["trainer"].callbacks if isinstance(c, FreezeSchedule))
+    run = train(cfg, tmp_path / "run")
+    schedule = next(c for c in run.trainer.callbacks if isinstance(c, FreezeSchedule))
     assert schedule.phase == 1 and schedule.trainable_groups() == ["hidden3", "hidden4", "head"]
-    optimizer = results["trainer"].optimizers[0]
+    optimizer = run.trainer.optimizers[0]
     rates = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert rates == {
         "hidden0": 0.0,
@@ -85,8 +85,8 @@ def test_freeze_groups_is_a_declared_key_set_without_plus(cfg_factory, option):
 def test_explicit_freeze_groups_run_in_the_ltrain_app(cfg_factory, tmp_path):
     groups = "freeze.groups={low: [hidden0, hidden1, hidden2], high: [hidden3, hidden4], head: [head]}"
     cfg = cfg_factory("freeze=default", groups, "freeze.phases.1.at_epoch=1", "freeze.phases.1.trainable=top:2", *SMALL)
-    results = train(cfg, tmp_path / "run")
-    schedule = next(c for c in results["trainer"].callbacks if isinstance(c, FreezeSchedule))
+    run = train(cfg, tmp_path / "run")
+    schedule = next(c for c in run.trainer.callbacks if isinstance(c, FreezeSchedule))
     assert schedule.phase == 1 and schedule.trainable_groups() == ["high", "head"]
-    rates = {g["name"]: g["lr"] for g in results["trainer"].optimizers[0].param_groups}
+    rates = {g["name"]: g["lr"] for g in run.trainer.optimizers[0].param_groups}
     assert rates == {"low": 0.0, "high": 1e-3 * 0.1, "head": 1e-3 * 0.1}

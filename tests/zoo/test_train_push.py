@@ -27,14 +27,14 @@ def test_a_run_pushes_its_model_and_a_fine_tuned_run_records_its_parent(cfg_fact
     )
     zoo = Zoo()
     entry = zoo.get("digits04")
-    assert a["zoo_entry"] == "digits04" and entry.description == "digits 0-4"
-    assert entry.metrics["test_acc"]["values"] == [a["test_acc"]] and entry.seeds == [0]
+    assert a.results["zoo_entry"] == "digits04" and entry.description == "digits 0-4"
+    assert entry.metrics["test_acc"]["values"] == [a.results["test_acc"]] and entry.seeds == [0]
     assert entry.dataset["class_names"] == ["0", "1", "2", "3", "4"] and entry.config["zoo"]["push"] == "digits04"
-    transform = a["datamodule"].splits["test"].transform
+    transform = a.datamodule.splits["test"].transform
     assert entry.preprocessing["mean"] == list(transform.mean) and entry.preprocessing["std"] == list(transform.std)
-    x, _ = next(iter(a["datamodule"].test_dataloader()))
+    x, _ = next(iter(a.datamodule.test_dataloader()))
     with torch.no_grad():
-        assert torch.equal(zoo.load_model("digits04")(x), a["module"].model.eval()(x))  # the tested weights
+        assert torch.equal(zoo.load_model("digits04")(x), a.module.model.eval()(x))  # the tested weights
 
     with pytest.raises(LtrainError, match=r"zoo.push=digits04: that entry exists"):  # before any training
         train(cfg_factory(*TINY, "zoo.push=digits04"), tmp_path / "again")
@@ -50,7 +50,7 @@ def test_a_run_pushes_its_model_and_a_fine_tuned_run_records_its_parent(cfg_fact
         tmp_path / "b",
     )
     child = zoo.get("digits59")
-    assert child.parent == "digits04" and child.pretrained == "zoo:digits04" and b["zoo_entry"] == "digits59"
+    assert child.parent == "digits04" and child.pretrained == "zoo:digits04" and b.results["zoo_entry"] == "digits59"
     assert zoo.lineage("digits59") == ["digits59", "digits04"]
 
     # the CLI pushes a finished run too, pooling the metrics of the runs given
