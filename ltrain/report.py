@@ -17,6 +17,7 @@ from typing import Any
 
 from ltrain.errors import LtrainError
 from ltrain.io import atomic_write_bytes, atomic_write_json
+from ltrain.resume import load_saved_config
 
 FLAT_METRICS = ("test_acc", "test_loss", "best_val_acc")
 
@@ -55,8 +56,6 @@ def read_results(path: Path) -> dict[str, Any]:
 def run_config(results_file: Path) -> dict[str, Any] | None:
     """The flattened config (dotted keys) of the run that wrote ``results_file``, without its seed; None if absent."""
     from omegaconf import OmegaConf
-
-    from ltrain.resume import load_saved_config
 
     for path in (results_file.parent / "config.yaml", results_file.parent / ".hydra" / "config.yaml"):
         if path.is_file():

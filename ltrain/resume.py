@@ -22,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig, OmegaConf
 
 from ltrain.errors import LtrainError
+from ltrain.io import verify_checkpoint
 
 IGNORED_KEYS = ("resume",)
 IDENTITY_KEYS = ("model", "data", "loss", "recipe", "seed")  # what a checkpoint and its results belong to
@@ -70,8 +71,6 @@ def differing_keys(saved: DictConfig, cfg: DictConfig, keys: tuple[str, ...] = I
 def check_checkpoint(path: Path, module) -> None:
     """Refuse a checkpoint that is unreadable, truncated, or of another architecture, before fitting."""
     import torch
-
-    from ltrain.io import verify_checkpoint
 
     verify_checkpoint(path)
     try:

@@ -8,6 +8,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ltrain.errors import LtrainError
+from ltrain.train import build_datamodule, build_module
 
 
 def from_run(run_dir: str | Path, checkpoint: str = "best"):
@@ -15,7 +16,6 @@ def from_run(run_dir: str | Path, checkpoint: str = "best"):
 
     ``checkpoint`` is "best" or "last". Weights load with ``weights_only=True`` (no pickle).
     """
-    from ltrain.train import build_datamodule, build_module
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"

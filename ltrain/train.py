@@ -24,8 +24,11 @@ from ltrain.history import METRICS_FILE, epochs_done, keep_history
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
+from ltrain.optim.lr_find import find_lr
+from ltrain.plots import plot_learning_curves
 from ltrain.presets import apply_preset
 from ltrain.publish import check_push, preprocessing_of, push_trained
+from ltrain.resume import check_checkpoint, find_resume_point
 from ltrain.validate import check_input_size, validate_train_config
 
 
@@ -163,7 +166,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainedRun:
     The Trainer is assembled from config: ``cfg.trainer`` (its arguments), the ``callbacks`` group, the
     ``freeze`` and ``cache`` callbacks and the ``logger`` group.
     """
-    from ltrain.resume import check_checkpoint, find_resume_point
 
     validate_train_config(cfg)  # wrong types and sizes fail in the first second, naming the key
     apply_preset(cfg)  # a preset refuses contradictory overrides before any work
@@ -191,8 +193,6 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainedRun:
         OmegaConf.save(cfg, run_dir / "config.yaml")
         record_hydra(cfg, run_dir)
     if cfg.get("tune"):  # the LR range test: lr_find.png + the suggested rate; then fit only if tune.fit
-        from ltrain.optim.lr_find import find_lr
-
         lr_find = find_lr(cfg.tune, trainer, module, dm, run_dir)
         if not cfg.tune.fit:
             return TrainedRun({"lr_find": lr_find, "run_dir": str(run_dir), "best_val_acc": None}, trainer, module, dm)
@@ -232,7 +232,5 @@ def train(cfg: DictConfig, run_dir: str | Path) -> TrainedRun:
             atomic_write_json(run_dir / "results.json", results)
         metrics_csv = run_dir / "logs" / METRICS_FILE
         if cfg.get("plots", True) and metrics_csv.is_file():
-            from ltrain.plots import plot_learning_curves
-
             plot_learning_curves(metrics_csv, run_dir / "learning_curves.png", title=f"{cfg.model.name} on {dm.name}")
     return TrainedRun(results, trainer, module, dm)

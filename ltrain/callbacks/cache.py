@@ -61,6 +61,7 @@ from ltrain.callbacks.cache_data import (
     load_features,
     save_features,
 )
+from ltrain.callbacks.freeze import FreezeSchedule
 from ltrain.errors import LtrainError
 from ltrain.models.network import find_network
 from ltrain.models.split import ModelSplit, eval_mode, split_model
@@ -446,7 +447,6 @@ class FrozenFeatureCache(Callback):
 
 def _check_bn_policy(trainer: L.Trainer) -> None:
     """FreezeSchedule(bn='train') moves frozen BN statistics every step: the frozen output is not fixed."""
-    from ltrain.callbacks.freeze import FreezeSchedule
 
     for cb in trainer.callbacks:
         if isinstance(cb, FreezeSchedule) and cb.bn == "train":

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 
 import ltrain.config  # noqa: F401  (registers ltrain's config resolvers before Hydra composes)
-from ltrain.errors import LtrainError
+from ltrain.errors import LtrainError, close_matches
 from ltrain.paths import conf_dir
 
 CONFIG_PATH = str(conf_dir())
@@ -41,8 +41,6 @@ def override_typos(args: list[str], config_name: str) -> list[str]:
     """
     from hydra import compose, initialize_config_dir
     from omegaconf import DictConfig, OmegaConf
-
-    from ltrain.errors import close_matches
 
     conf = conf_dir()
     groups = sorted(  # nested groups too: callbacks/progress_bar

@@ -21,10 +21,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ltrain import zoo
 from ltrain.errors import LtrainError
 from ltrain.export.fold import fold_batchnorm
 from ltrain.export.latency import interleaved_latency
+from ltrain.export.lowp import QUANTIZE, output_change, quantize_int8, zero_small_weights
+from ltrain.export.onnx import (
+    export_onnx,
+    onnx_op_counts,
+    ort_max_diff,
+    ort_outputs,
+    ort_session,
+    torch_export_batch_norms,
+)
 from ltrain.io import atomic_write_json
+from ltrain.models.factory import build_model
+from ltrain.models.pretrained import classifier_keys, load_checked, read_weights_file
 
 
 def export(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
@@ -64,12 +76,9 @@ def _export_into(stage: Path, model: nn.Module, example: torch.Tensor, cfg: Dict
 
 def load_source(cfg: DictConfig) -> tuple[nn.Module, tuple[int, int, int], str]:
     """(model in eval mode, its input shape (C, H, W), where it came from) for ``cfg.source``."""
-    from ltrain.models.factory import build_model
 
     source = str(cfg.source)
     if source.startswith("zoo:"):
-        from ltrain import zoo
-
         name = source[len("zoo:") :]
         entry = zoo.Zoo().get(name)
         return zoo.load_model(name), tuple(entry.input_shape), source
@@ -125,8 +134,6 @@ def _load_checkpoint(
     cfg: DictConfig, model_cfg: dict, path: Path, shape: tuple[int, int, int] | None = None
 ) -> tuple[nn.Module, tuple[int, int, int]]:
     """The architecture with the checkpoint's weights; the classes come from its classifier."""
-    from ltrain.models.factory import build_model
-    from ltrain.models.pretrained import classifier_keys, load_checked, read_weights_file
 
     state = read_weights_file(path)
     shape = shape or _input_shape(model_cfg["name"], cfg)
@@ -170,7 +177,6 @@ def export_model(
     reported instead: ``sparsify`` zeroes weights below that magnitude after folding, ``quantize="int8"``
     also writes ``model_int8.onnx`` (ONNX Runtime dynamic quantisation) and times it beside the float file.
     """
-    from ltrain.export.lowp import QUANTIZE
 
     if quantize not in QUANTIZE:
         raise LtrainError(f"quantize={quantize!r} is not one of {list(QUANTIZE)}")
@@ -221,7 +227,6 @@ def _export_model(
     latency_repeats: int,
     latency_warmup: int,
 ) -> dict[str, Any]:
-    from ltrain.export.lowp import output_change, zero_small_weights
 
     original = model.eval()
     results: dict[str, Any] = {"input_shape": list(example_input.shape[1:])}
@@ -273,8 +278,6 @@ def _export_model(
             quantize=quantize,
         )
     if torch_export:
-        from ltrain.export.onnx import torch_export_batch_norms
-
         program = torch.export.export(deployed, (example_input,))
         torch.export.save(program, str(out_dir / "model.pt2"))
         results["torch_export"] = {
@@ -338,8 +341,6 @@ def _export_and_check(
     warmup: int,
     quantize: str | None = None,
 ) -> dict[str, Any]:
-    from ltrain.export.lowp import output_change, quantize_int8
-    from ltrain.export.onnx import export_onnx, onnx_op_counts, ort_max_diff, ort_outputs, ort_session
 
     files, info = {}, {}
     for tag, m in variants.items():

@@ -22,7 +22,7 @@ from torchmetrics import Metric
 
 from ltrain.errors import LtrainError
 from ltrain.inference.mc_dropout import PATHS, MCPrediction, mc_dropout
-from ltrain.inference.sites import is_timm_classifier, module_sites
+from ltrain.inference.sites import eval_mode_restored, is_timm_classifier, module_sites
 from ltrain.models.network import find_network
 
 DEFAULT_SAMPLES = 30
@@ -85,7 +85,6 @@ def predict_batch(
 
     The model is put in eval mode for the deterministic pass and given back in the mode it had.
     """
-    from ltrain.inference.sites import eval_mode_restored
 
     net = find_network(model, None, "mc_dropout")
     with eval_mode_restored(net):

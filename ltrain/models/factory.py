@@ -10,6 +10,8 @@ from torch import nn
 
 from ltrain.errors import LtrainError, close_matches
 from ltrain.models.mlp import build_mlp
+from ltrain.models.pretrained import load_pretrained
+from ltrain.models.surgery import apply_surgery
 
 MLP_KEYS = (
     "hidden",
@@ -59,12 +61,8 @@ def build_model(cfg: DictConfig | dict[str, Any], num_classes: int, input_shape:
     else:
         model = _build_timm(name, cfg, num_classes, input_shape)
     if cfg.get("pretrained"):
-        from ltrain.models.pretrained import load_pretrained
-
         load_pretrained(model, str(cfg["pretrained"]), arch=name)
     if cfg.get("surgery"):
-        from ltrain.models.surgery import apply_surgery
-
         apply_surgery(model, num_classes, input_shape, **cfg["surgery"])
     return model
 

@@ -15,6 +15,8 @@ from hydra.utils import get_method
 from omegaconf import DictConfig
 
 from ltrain.errors import LtrainError
+from ltrain.io import atomic_write_json
+from ltrain.train import hardware
 
 
 def recipe_runner(cfg: DictConfig):
@@ -30,8 +32,6 @@ def recipe_runner(cfg: DictConfig):
 
 def run_recipe(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Run the recipe the config names and write its results.json (seed and hardware added)."""
-    from ltrain.io import atomic_write_json
-    from ltrain.train import hardware
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

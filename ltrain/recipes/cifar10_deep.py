@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ltrain.inference import mc_dropout
 from ltrain.recipes.arms import arm_config, epoch_curves, plot_curves
+from ltrain.train import train
 
 
 def mc_test_accuracy(model: torch.nn.Module, dm, samples: int, seed: int, limit: int | None, batch_size: int) -> float:
     """Test accuracy of the MC-dropout mean prediction (T = ``samples``) on the first ``limit`` test images."""
-    from ltrain.inference import mc_dropout
 
     ds = dm.splits["test"]
     n = len(ds) if limit is None else min(limit, len(ds))
@@ -34,7 +35,6 @@ def mc_test_accuracy(model: torch.nn.Module, dm, samples: int, seed: int, limit:
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train every arm; add the MC-dropout accuracy to the arms whose net has dropout."""
-    from ltrain.train import train
 
     run_dir = Path(run_dir)
     r = cfg.recipe

@@ -15,11 +15,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ltrain.recipes.arms import arm_config, epoch_curves, plot_curves
+from ltrain.train import train
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train every arm of ``recipe.arms``; return their scalars and curves."""
-    from ltrain.train import train
 
     run_dir = Path(run_dir)
     arms, curves = {}, {}

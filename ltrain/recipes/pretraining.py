@@ -24,6 +24,9 @@ from torch import nn
 from ltrain.data.base import ImageClassificationData
 from ltrain.models.factory import build_model
 from ltrain.modules.encoders import encoder_of
+from ltrain.store import bool_option
+from ltrain.train import train
+from ltrain.zoo import Zoo
 
 
 def classifier_network(cfg: DictConfig, dm: ImageClassificationData) -> nn.Module:
@@ -67,7 +70,6 @@ def fit_pretext(
 def zoo_name(cfg: DictConfig) -> tuple[str, bool]:
     """(entry name, overwrite): ``zoo.push`` if given, else ``<recipe name>_s<seed>``; replaced only if
     ``zoo.overwrite=true`` (a rerun of the recipe fails before any work instead: ``check_push``)."""
-    from ltrain.store import bool_option
 
     zoo_cfg = cfg.get("zoo") or {}
     overwrite = bool_option(zoo_cfg.get("overwrite", False), "zoo.overwrite")
@@ -83,7 +85,6 @@ def push_pretrained(
     description: str,
 ) -> str:
     """Push the classifier-shaped network holding the pretrained encoder; returns the entry name."""
-    from ltrain.zoo import Zoo
 
     name, overwrite = zoo_name(cfg)
     metrics = {f"pretext_{k}": v for k, v in pretext.items() if k.startswith("val_")}
@@ -132,7 +133,6 @@ def arm_config(cfg: DictConfig, arm: DictConfig, name: str | None) -> DictConfig
 
 def run_arms(cfg: DictConfig, run_dir: Path, name: str | None) -> dict[str, dict[str, float]]:
     """Train every arm of ``cfg.recipe.arms`` on the same labelled data; test accuracy per arm and gains over scratch."""
-    from ltrain.train import train
 
     arms: dict[str, dict[str, float]] = {}
     for arm_name, arm in cfg.recipe.arms.items():

@@ -19,7 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
+from ltrain.publish import check_push
 from ltrain.recipes.arms import epoch_curves, plot_curves
+from ltrain.train import train
 
 
 def merged(cfg: DictConfig, overrides: DictConfig | None) -> DictConfig:
@@ -40,7 +42,6 @@ def zoo_name(cfg: DictConfig) -> str:
 
 def train_source(cfg: DictConfig, run_dir: Path) -> tuple[str, dict[str, float]]:
     """Train model A on the source task and push it to the zoo; (weights source, A's metrics)."""
-    from ltrain.train import train
 
     name = zoo_name(cfg)
     src = merged(cfg, cfg.recipe.source)
@@ -57,8 +58,6 @@ def train_source(cfg: DictConfig, run_dir: Path) -> tuple[str, dict[str, float]]
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Model A (trained or public), then each arm on the target task; per-arm test accuracy."""
-    from ltrain.publish import check_push
-    from ltrain.train import train
 
     run_dir = Path(run_dir)
     out: dict[str, Any] = {}

@@ -42,6 +42,7 @@ import torch
 import yaml
 from torch import nn
 
+from ltrain import __version__
 from ltrain.errors import LtrainError, close_matches
 from ltrain.io import atomic_write_bytes, sha256_file
 
@@ -517,8 +518,6 @@ def _plain(obj: Any) -> Any:
 def _versions() -> dict[str, str]:
     import lightning
     import timm
-
-    from ltrain import __version__
 
     return {
         "ltrain": str(__version__),
