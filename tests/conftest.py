@@ -9,6 +9,10 @@ import pytest
 from omegaconf import DictConfig
 
 from ltrain.config import compose_config as ltrain_compose
+from ltrain.data import MnistEmbedded
+from ltrain.data.base import Arrays
+from ltrain.train import build_datamodule
+from tests.loaded_digits import LoadedDigits
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -48,6 +52,28 @@ def _isolated_homes(tmp_path, monkeypatch):
     monkeypatch.setenv("LTRAIN_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("LTRAIN_ZOO_HOME", str(tmp_path / "zoo_home"))
     monkeypatch.setenv("LTRAIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LTRAIN_ZOO_CATALOG", raising=False)  # the catalogue defaults to $LTRAIN_ZOO_HOME/catalog
+
+
+# ---- The embedded digits, loaded once per session, in the two shapes tests in several folders use. ----
+@pytest.fixture(scope="session")
+def digits_datamodule():
+    """The embedded MNIST digits as the app builds them (3,500 train / 500 val / 1,000 test), batch 32."""
+    return build_datamodule(compose_config("data.batch_size=32"))
+
+
+@pytest.fixture(scope="session")
+def digit_arrays() -> Arrays:
+    """The embedded digits' raw arrays, read once (``LoadedDigits`` serves them to any split)."""
+    return MnistEmbedded().load_arrays()
+
+
+@pytest.fixture(scope="session")
+def pretext_digits(digit_arrays) -> MnistEmbedded:
+    """The siamese_mnist split: 100 labelled, 50 val, 50 test per digit; 300 per digit left for pretext tasks."""
+    dm = LoadedDigits(digit_arrays, train_per_class=100, val_fraction=0.1, test_fraction=0.1, split_seed=0)
+    dm.setup()
+    return dm  # read-only in tests: pair and pool modules never modify their source
 
 
 # ---- Fashion-MNIST: `make test` installs it; where it cannot, its tests skip, counted, with the command. ----

@@ -519,28 +519,28 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
     ),
     (
         "zoo.push=NAME of an existing entry",
-        "tests/zoo/test_train_push.py::test_a_run_pushes_its_model_and_a_fine_tuned_run_records_its_parent",
+        "tests/test_publish.py::test_a_run_pushes_its_model_and_a_fine_tuned_run_records_its_parent",
         "zoo.push=NAME: that entry exists. Choose another name or add zoo.overwrite=true (before any training)",
     ),
     (
         "zoo.overwrite=no / yes / 0 with zoo.push of an existing entry",
-        "tests/zoo/test_train_push.py::test_zoo_overwrite_must_be_a_real_boolean",
+        "tests/test_publish.py::test_zoo_overwrite_must_be_a_real_boolean",
         "zoo.overwrite='no' is not a boolean: write zoo.overwrite=true or zoo.overwrite=false (the entry is kept)",
     ),
     (
         "LTRAIN_ZOO_HOME pointing at a file, with zoo.push",
-        "tests/zoo/test_train_push.py::test_a_zoo_home_that_is_a_file_fails_before_training",
+        "tests/test_publish.py::test_a_zoo_home_that_is_a_file_fails_before_training",
         "the weight store $LTRAIN_ZOO_HOME HOME cannot be used: HOME is a file, not a folder. (before training)",
     ),
     (
         "the zoo push fails after training (store gone, disk full)",
-        "tests/zoo/test_train_push.py::test_a_push_that_fails_at_the_end_leaves_a_finished_run_that_ltrain_zoo_push_accepts",
+        "tests/test_publish.py::test_a_push_that_fails_at_the_end_leaves_a_finished_run_that_ltrain_zoo_push_accepts",
         "the run finished (RUN/results.json), but pushing it to the zoo as NAME failed: … Once fixed, push it "
         "with: ltrain-zoo push NAME --run RUN",
     ),
     (
         "rerunning a transfer recipe whose model A is in the zoo",
-        "tests/zoo/test_train_push.py::test_rerunning_a_transfer_recipe_does_not_replace_its_model_a",
+        "tests/test_publish.py::test_rerunning_a_transfer_recipe_does_not_replace_its_model_a",
         "recipe=mnist_transfer pushes its model to the zoo as mnist_transfer_a_s0, which exists (an earlier run?): "
         "remove it (ltrain-zoo rm …), choose another name with zoo.push=NAME, or replace it with zoo.overwrite=true",
     ),
@@ -567,7 +567,7 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
     ),
     (
         "corrupted zoo weights (a flipped byte)",
-        "tests/zoo/test_catalog.py::test_flipped_byte_is_caught_by_verify_and_by_loading",
+        "tests/store/test_catalog.py::test_flipped_byte_is_caught_by_verify_and_by_loading",
         "ltrain-zoo verify: checksum mismatch; loading raises an LtrainError that says to re-push or remove the entry",
     ),
     (
@@ -582,7 +582,7 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
     ),
     (
         "a frozen-feature cache over a random augmentation",
-        "tests/cache/test_cache.py::test_random_augmentation_with_cache_fails_fast_naming_the_transform",
+        "tests/callbacks/test_cache.py::test_random_augmentation_with_cache_fails_fast_naming_the_transform",
         "… train transform ImageTransform(… augment='flip_crop') is random …",
     ),
     (
@@ -632,12 +632,12 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
     ),
     (
         "a damaged frozen-feature cache file (cache=disk with reuse)",
-        "tests/cache/test_cache.py::test_a_damaged_cache_file_is_named_and_recomputed_not_read",
+        "tests/callbacks/test_cache.py::test_a_damaged_cache_file_is_named_and_recomputed_not_read",
         "(warning) FrozenFeatureCache: the cache file FILE is damaged (…); recomputing it",
     ),
     (
         "tune.apply=true with an LR sweep whose loss curve is flat",
-        "tests/toolbox/test_toolbox_presets_tune.py::test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve",
+        "tests/test_presets.py::test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve",
         "(warning) lr_find: the suggestion is not applied: the loss curve is flat: it falls by 0.4% over the sweep, less than tune.min_drop=10%. The run keeps optimizer.lr=…",
     ),
 ]

@@ -3,7 +3,7 @@
 A disk cache file is reused only under the same key, so the key must be equal for the same frozen weights,
 data, split, transform, cut and shard, and differ when any of them changes; the fingerprint must notice a
 frozen tensor rewritten after the features were computed. The key parts are assembled as
-``FrozenFeatureCache._fill`` assembles them (the end-to-end reuse runs in tests/cache/test_cache.py).
+``FrozenFeatureCache._fill`` assembles them (the end-to-end reuse runs in tests/callbacks/test_cache.py).
 Small nets and the embedded digits, no Trainer.
 """
 

@@ -21,7 +21,6 @@ from ltrain.models import build_model
 from ltrain.zoo import Zoo
 
 INPUT = (1, 32, 32)
-HERE = Path(__file__).resolve().parent
 
 
 def tiny_timm(num_classes: int = 5, seed: int = 0) -> torch.nn.Module:
@@ -173,8 +172,7 @@ def test_push_refuses_bad_or_taken_names_and_overwrite_replaces_the_weights():
 
 
 def expected_mlp_state(seed: int, hidden: list[int]) -> dict[str, torch.Tensor]:
-    sys.path.insert(0, str(HERE))
-    from push_worker import seeded_mlp
+    from tests.store.push_worker import seeded_mlp  # here, not at the top: importing it sets torch's thread count
 
     return seeded_mlp(seed, hidden).state_dict()
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from toolbox_helpers import CrashAt, KilledRun, LRRecorder, tiny_module, tiny_trainer
 
 from ltrain.callbacks import ResumePlateauSchedulers
 from tests.conftest import compose_config
+from tests.tiny_runs import CrashAt, KilledRun, LRRecorder, tiny_module, tiny_trainer
 
 
 def one_cycle_formula(t: int, total: int, eta1: float, pct: float = 0.45, div: float = 10.0, final_div: float = 1000.0):
@@ -126,14 +126,16 @@ RESUMABLE = {
 
 
 @pytest.mark.parametrize("name", list(RESUMABLE))
-def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_sequence(name, digits, tmp_path):
+def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_sequence(
+    name, digits_datamodule, tmp_path
+):
     """ResumePlateauSchedulers (in every ltrain Trainer) takes the plateau step Lightning skips on resume."""
     overrides, formula = RESUMABLE[name]
     overrides = ["optimizer=momentum", *overrides]
     crash_step = 7  # in the middle of the second epoch
     first = LRRecorder()
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
-    module, _ = tiny_module(digits, *overrides)
+    module, _ = tiny_module(digits_datamodule, *overrides)
     with pytest.raises(KilledRun):
         tiny_trainer(
             tmp_path,
@@ -145,9 +147,11 @@ def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_se
             limit_train_batches=STEPS_PER_EPOCH,
             limit_val_batches=1,
             enable_checkpointing=True,
-        ).fit(module, datamodule=digits)
+        ).fit(module, datamodule=digits_datamodule)
     second = LRRecorder()
-    module, _ = tiny_module(digits, *overrides, seed=1)  # different fresh weights: the checkpoint must restore all
+    module, _ = tiny_module(
+        digits_datamodule, *overrides, seed=1
+    )  # different fresh weights: the checkpoint must restore all
     tiny_trainer(
         tmp_path,
         second,
@@ -156,7 +160,7 @@ def test_schedule_resumed_mid_epoch_from_a_checkpoint_continues_the_identical_se
         limit_train_batches=STEPS_PER_EPOCH,
         limit_val_batches=1,
         enable_checkpointing=True,
-    ).fit(module, datamodule=digits, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    ).fit(module, datamodule=digits_datamodule, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
 
     rows = first.rows + second.rows
     assert [r[0] for r in rows] == list(range(STEPS_PER_EPOCH * EPOCHS))  # each step exactly once

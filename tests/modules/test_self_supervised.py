@@ -15,17 +15,17 @@ from ltrain.modules.autoencoder import DenoisingAutoencoder, conv_autoencoder, d
 from ltrain.modules.contrastive import ContrastiveAugment, SimCLRModule, nt_xent
 from ltrain.modules.corruption import CorruptionDiscriminationModule, corrupt_images
 from ltrain.modules.encoders import encoder_of
-from tests.pretraining.conftest import quiet_trainer
+from tests.tiny_runs import quiet_trainer
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 
 
 @pytest.fixture(scope="module")
-def loaders(digits):
+def loaders(pretext_digits):
     """The 1,000 labelled digits (standardised) for training, the 500 val digits for validation."""
 
     def tensors(split):
-        ds = digits.splits[split]
+        ds = pretext_digits.splits[split]
         return TensorDataset(torch.stack([ds[i][0] for i in range(len(ds))]), ds.labels)
 
     train, val = tensors("train"), tensors("val")
@@ -121,14 +121,14 @@ def test_simclr_on_digits_lowers_its_contrastive_loss(loaders):
     assert after < before - 0.3  # val batch of 500: ln(999) = 6.9 is chance
 
 
-def test_simclr_trains_a_timm_cnn_trunk(digits):
+def test_simclr_trains_a_timm_cnn_trunk(pretext_digits):
     import timm
 
     torch.manual_seed(0)
     net = timm.create_model("resnet10t", num_classes=10, in_chans=1)
     encoder, dim = encoder_of(net)
     module = SimCLRModule(encoder, dim, ADAM, augment=ContrastiveAugment(flip=False))
-    x = torch.stack([digits.splits["train"][i][0] for i in range(32)])
+    x = torch.stack([pretext_digits.splits["train"][i][0] for i in range(32)])
     x = F.interpolate(x, size=32, mode="bilinear", align_corners=False)
     start = net.conv1[0].weight.clone()
     quiet_trainer(max_epochs=1).fit(module, DataLoader(TensorDataset(x, torch.zeros(32)), batch_size=16))

@@ -9,13 +9,13 @@ import warnings
 
 import pytest
 import torch
-from toolbox_helpers import tiny_module, tiny_trainer
 
 from ltrain.callbacks import TrainingDiagnostics
 from ltrain.callbacks.diagnostics import ActivationRecorder, DiagnosticsWarning
 from ltrain.errors import LtrainError
 from ltrain.train import train
 from tests.conftest import compose_config
+from tests.tiny_runs import tiny_module, tiny_trainer
 
 DIAG = "+callbacks.diagnostics._target_=ltrain.callbacks.TrainingDiagnostics"
 
@@ -38,20 +38,20 @@ def test_an_absurd_learning_rate_stops_the_run_with_a_message_naming_it(tmp_path
     assert "lr=100" in report["stop_message"] and messages == [report["stop_message"]]
 
 
-def test_divergence_can_raise_instead_of_stopping(digits, tmp_path):
-    module, _ = tiny_module(digits, "optimizer=sgd", "optimizer.lr=100")
+def test_divergence_can_raise_instead_of_stopping(digits_datamodule, tmp_path):
+    module, _ = tiny_module(digits_datamodule, "optimizer=sgd", "optimizer.lr=100")
     with pytest.raises(LtrainError, match="lr=100"):
         tiny_trainer(
             tmp_path, TrainingDiagnostics(on_divergence="raise", plots=False), max_epochs=3, limit_train_batches=20
-        ).fit(module, datamodule=digits)
+        ).fit(module, datamodule=digits_datamodule)
 
 
-def test_a_sane_run_records_per_layer_statistics_and_plots_them(digits, tmp_path):
-    module, _ = tiny_module(digits, "model.activation=relu", "optimizer.lr=0.001")
+def test_a_sane_run_records_per_layer_statistics_and_plots_them(digits_datamodule, tmp_path):
+    module, _ = tiny_module(digits_datamodule, "model.activation=relu", "optimizer.lr=0.001")
     diag = TrainingDiagnostics(every_n_steps=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DiagnosticsWarning)  # neither the init check nor divergence fires
-        tiny_trainer(tmp_path, diag, max_epochs=1, limit_train_batches=6).fit(module, datamodule=digits)
+        tiny_trainer(tmp_path, diag, max_epochs=1, limit_train_batches=6).fit(module, datamodule=digits_datamodule)
     assert [row["step"] for row in diag.history] == [0, 2, 4]
     layers = diag.history[0]["layers"]
     assert set(layers) == {"hidden0.act", "hidden1.act", "hidden0.linear", "hidden1.linear", "head"}
@@ -62,12 +62,12 @@ def test_a_sane_run_records_per_layer_statistics_and_plots_them(digits, tmp_path
     assert len(json.loads((tmp_path / "diagnostics.json").read_text())["history"]) == 3
 
 
-def test_recorded_statistics_equal_a_direct_computation_and_count_dead_relus(digits):
-    module, _ = tiny_module(digits, "model.activation=relu")
+def test_recorded_statistics_equal_a_direct_computation_and_count_dead_relus(digits_datamodule):
+    module, _ = tiny_module(digits_datamodule, "model.activation=relu")
     net = module.model
     with torch.no_grad():
         net.hidden1.linear.bias[:4] = -1e4  # 4 of 16 units can never fire
-    x, _ = next(iter(digits.train_dataloader()))
+    x, _ = next(iter(digits_datamodule.train_dataloader()))
     with ActivationRecorder(net) as rec:
         net(x)
     out = net.hidden0(net.flatten(x))
@@ -76,14 +76,14 @@ def test_recorded_statistics_equal_a_direct_computation_and_count_dead_relus(dig
     assert rec.stats["hidden1.act"]["dead"] == pytest.approx(4 / 16)
 
 
-def test_a_loss_far_from_ln_c_at_initialisation_is_warned_about(digits, tmp_path):
-    module, _ = tiny_module(digits)
+def test_a_loss_far_from_ln_c_at_initialisation_is_warned_about(digits_datamodule, tmp_path):
+    module, _ = tiny_module(digits_datamodule)
     with torch.no_grad():
         module.model.head.weight.mul_(50)  # confident random outputs: initial loss >> ln(10)
     with pytest.warns(DiagnosticsWarning, match=r"ln\(10\) = 2.303"):
         tiny_trainer(
             tmp_path, TrainingDiagnostics(plots=False, explode_factor=1e9), max_epochs=1, limit_train_batches=1
-        ).fit(module, datamodule=digits)
+        ).fit(module, datamodule=digits_datamodule)
 
 
 def test_bad_arguments_say_what_is_allowed():

@@ -38,7 +38,7 @@ def adam(params):
 
 @pytest.mark.ddp
 @pytest.mark.slow  # two spawned processes: ~30 s of CPU, more under load
-def test_one_ranks_divergence_stops_every_rank_at_the_same_step(digits, tmp_path):
+def test_one_ranks_divergence_stops_every_rank_at_the_same_step(digits_datamodule, tmp_path):
     L.seed_everything(0, verbose=False)
     module = RankOneDiverges(build_mlp(784, 10, hidden=[16]), 10, optimizer=adam)
     trainer = L.Trainer(
@@ -55,7 +55,7 @@ def test_one_ranks_divergence_stops_every_rank_at_the_same_step(digits, tmp_path
         default_root_dir=str(tmp_path),
         callbacks=[TrainingDiagnostics(plots=False), WhereEachRankStopped(tmp_path)],
     )
-    trainer.fit(module, datamodule=digits)
+    trainer.fit(module, datamodule=digits_datamodule)
     steps = [json.loads((tmp_path / f"rank{r}.json").read_text())["step"] for r in (0, 1)]
     assert steps == [4, 4]  # both stopped after step 3 (rank 0's own loss was finite)
     report = json.loads((tmp_path / "diagnostics.json").read_text())  # written by rank zero only

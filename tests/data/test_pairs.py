@@ -9,8 +9,8 @@ from ltrain.data.pairs import DIFFERENT, SAME, PairData, PairSampler, Unlabelled
 from ltrain.errors import LtrainError
 
 
-def test_ten_thousand_pairs_are_half_same_and_every_label_follows_the_book_convention(digits):
-    pairs = PairData(digits, pool="unused", pairs_per_epoch=2_000, seed=3)
+def test_ten_thousand_pairs_are_half_same_and_every_label_follows_the_book_convention(pretext_digits):
+    pairs = PairData(pretext_digits, pool="unused", pairs_per_epoch=2_000, seed=3)
     pairs.setup()
     labels = pairs.images["train"].labels
     sampler = pairs.train_dataloader().sampler
@@ -30,8 +30,8 @@ def test_ten_thousand_pairs_are_half_same_and_every_label_follows_the_book_conve
     assert SAME == 0 and DIFFERENT == 1
 
 
-def test_a_batch_holds_both_images_and_a_float_target_matching_their_classes(digits):
-    pairs = PairData(digits, pairs_per_epoch=256, batch_size=64, seed=0)
+def test_a_batch_holds_both_images_and_a_float_target_matching_their_classes(pretext_digits):
+    pairs = PairData(pretext_digits, pairs_per_epoch=256, batch_size=64, seed=0)
     x_a, x_b, target = next(iter(pairs.train_dataloader()))
     assert x_a.shape == x_b.shape == (64, 1, 28, 28) and target.dtype == torch.float32
     assert set(target.unique().tolist()) == {0.0, 1.0}
@@ -49,26 +49,26 @@ def test_the_pair_stream_repeats_for_a_seed_and_epoch_and_changes_with_either():
     assert list(fixed) == first  # validation pairs do not move
 
 
-def test_unused_pool_is_disjoint_from_the_labelled_val_and_test_images(digits):
-    pairs = PairData(digits, pool="unused")
+def test_unused_pool_is_disjoint_from_the_labelled_val_and_test_images(pretext_digits):
+    pairs = PairData(pretext_digits, pool="unused")
     pairs.setup()
     pool = torch.cat([pairs.pool_indices["train"], pairs.pool_indices["val"]])
-    used = torch.cat(list(digits.split_indices.values()))
+    used = torch.cat(list(pretext_digits.split_indices.values()))
     assert len(set(pool.tolist()) & set(used.tolist())) == 0
     assert len(pool.unique()) == len(pool) == 3_000  # 300 per digit
     assert {k: len(v) for k, v in pairs.images.items()} == {"train": 2_700, "val": 300}
     assert torch.bincount(pairs.images["train"].labels).tolist() == [270] * 10
     # the images are the digits at those indices, standardised like the classifier's inputs
-    assert pairs.images["train"].transform == digits.splits["val"].transform
+    assert pairs.images["train"].transform == pretext_digits.splits["val"].transform
 
 
-def test_pool_all_adds_the_labelled_train_images_but_never_val_or_test(digits):
-    data = UnlabelledData(digits, pool="all", val_fraction=0.1)
+def test_pool_all_adds_the_labelled_train_images_but_never_val_or_test(pretext_digits):
+    data = UnlabelledData(pretext_digits, pool="all", val_fraction=0.1)
     data.setup()
     pool = set(torch.cat(list(data.pool_indices.values())).tolist())
-    assert set(digits.split_indices["train"].tolist()) <= pool
-    assert not pool & set(digits.split_indices["val"].tolist()) and not pool & set(
-        digits.split_indices["test"].tolist()
+    assert set(pretext_digits.split_indices["train"].tolist()) <= pool
+    assert not pool & set(pretext_digits.split_indices["val"].tolist()) and not pool & set(
+        pretext_digits.split_indices["test"].tolist()
     )
     assert len(pool) == 4_000
     x, _ = next(iter(data.train_dataloader()))
@@ -83,7 +83,7 @@ def test_pairs_need_two_classes_with_two_images_each():
 
 
 def test_without_a_train_cap_nothing_is_left_for_unused_pairs_and_the_error_says_what_to_do(digit_arrays):
-    from tests.pretraining.conftest import LoadedDigits
+    from tests.loaded_digits import LoadedDigits
 
     with pytest.raises(LtrainError, match="train_per_class"):
         PairData(LoadedDigits(digit_arrays), pool="unused").setup()

@@ -1,4 +1,4 @@
-"""Recipe-scale runs (slow: minutes each on 2 CPU cores). Run with: python -m pytest -m slow tests/pretraining"""
+"""Recipe-scale runs (slow: minutes each on 2 CPU cores). Run with: python -m pytest -m slow tests/recipes"""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from toolbox_helpers import EpochSnapshots, GradientProbe, NormProbe, tiny_module, tiny_trainer, weights
 from torch import nn
 
 from ltrain.callbacks import MaxNorm
@@ -16,6 +15,7 @@ from ltrain.models import build_mlp
 from ltrain.modules.classifier import ClassifierModule
 from ltrain.train import train
 from tests.conftest import compose_config
+from tests.tiny_runs import EpochSnapshots, GradientProbe, NormProbe, tiny_module, tiny_trainer, weights
 
 R = 0.5
 
@@ -33,13 +33,13 @@ def small_cnn() -> nn.Module:
 
 
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
-def test_max_norm_keeps_every_incoming_weight_norm_within_r_after_every_step(arch, digits, tmp_path):
+def test_max_norm_keeps_every_incoming_weight_norm_within_r_after_every_step(arch, digits_datamodule, tmp_path):
     torch.manual_seed(0)
     model = build_mlp(784, 10, hidden=[32, 32], activation="relu") if arch == "mlp" else small_cnn()
     module = ClassifierModule(model, 10, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))  # big steps push norms out
     probe = NormProbe()
     tiny_trainer(tmp_path, MaxNorm(max_norm=R), probe, max_epochs=1, limit_train_batches=8).fit(
-        module, datamodule=digits
+        module, datamodule=digits_datamodule
     )
     assert len(probe.max_norms) == 8
     assert max(probe.max_norms) <= R + 1e-6
@@ -64,26 +64,26 @@ def test_max_norm_rejects_a_non_positive_radius():
         MaxNorm(max_norm=0)
 
 
-def test_l2_penalty_changes_weight_gradients_but_leaves_bias_gradients_unchanged(digits):
-    x, y = next(iter(digits.train_dataloader()))
+def test_l2_penalty_changes_weight_gradients_but_leaves_bias_gradients_unchanged(digits_datamodule):
+    x, y = next(iter(digits_datamodule.train_dataloader()))
     grads = {}
     for l2 in (0.0, 0.1):
-        module, _ = tiny_module(digits, f"l2={l2}")
+        module, _ = tiny_module(digits_datamodule, f"l2={l2}")
         module.training_step((x, y), 0).backward()
         grads[l2] = {n: p.grad.clone() for n, p in module.model.named_parameters()}
     with_l2, without = grads[0.1], grads[0.0]
     biases = [n for n in without if n.endswith("bias")]
     assert biases and all(torch.equal(with_l2[n], without[n]) for n in biases)
-    w = dict(tiny_module(digits, "l2=0.1")[0].model.named_parameters())["hidden0.linear.weight"]
+    w = dict(tiny_module(digits_datamodule, "l2=0.1")[0].model.named_parameters())["hidden0.linear.weight"]
     torch.testing.assert_close(
         with_l2["hidden0.linear.weight"] - without["hidden0.linear.weight"], 2 * 0.1 * w.detach()
     )
 
 
 @pytest.mark.parametrize("algorithm", ["value", "norm"])
-def test_gradient_clipping_from_the_trainer_config(algorithm, digits, tmp_path):
+def test_gradient_clipping_from_the_trainer_config(algorithm, digits_datamodule, tmp_path):
     cfg = compose_config(f"trainer.gradient_clip_algorithm={algorithm}", "trainer.gradient_clip_val=0.05")
-    module, _ = tiny_module(digits)
+    module, _ = tiny_module(digits_datamodule)
     probe = GradientProbe()
     trainer = instantiate(
         cfg.trainer,
@@ -95,7 +95,7 @@ def test_gradient_clipping_from_the_trainer_config(algorithm, digits, tmp_path):
         limit_val_batches=0,
         default_root_dir=str(tmp_path),
     )
-    trainer.fit(module, datamodule=digits)
+    trainer.fit(module, datamodule=digits_datamodule)
     assert len(probe.after) == 3
     for before, after in zip(probe.before, probe.after, strict=True):
         if algorithm == "value":  # each coordinate clamped: may turn the gradient
@@ -132,7 +132,7 @@ def test_early_stopping_run_tests_the_best_epochs_weights(tmp_path):
         "callbacks.early_stopping.patience=2",
         "callbacks.early_stopping.monitor=val/acc",
         "callbacks.early_stopping.mode=max",
-        "+callbacks.snapshots._target_=toolbox_helpers.EpochSnapshots",
+        "+callbacks.snapshots._target_=tests.tiny_runs.EpochSnapshots",
         "plots=false",
     )
     run = train(cfg, tmp_path)

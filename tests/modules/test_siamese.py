@@ -13,17 +13,17 @@ from ltrain.errors import LtrainError
 from ltrain.models import build_mlp
 from ltrain.modules.encoders import TimmTrunk, encoder_of
 from ltrain.modules.siamese import SiameseModule
-from tests.pretraining.conftest import quiet_trainer
+from tests.tiny_runs import quiet_trainer
 
 ADAM = functools.partial(torch.optim.Adam, lr=1e-3)
 
 
-def test_short_siamese_pretraining_lowers_its_pretext_loss_and_beats_chance(digits):
+def test_short_siamese_pretraining_lowers_its_pretext_loss_and_beats_chance(pretext_digits):
     torch.manual_seed(0)
     network = build_mlp(784, 10)
     encoder, dim = encoder_of(network)
     module = SiameseModule(encoder, dim, ADAM)
-    pairs = PairData(digits, pairs_per_epoch=6_400, val_pairs=1_000, batch_size=128, seed=0)
+    pairs = PairData(pretext_digits, pairs_per_epoch=6_400, val_pairs=1_000, batch_size=128, seed=0)
     trainer = quiet_trainer(max_epochs=1)
     (before,) = trainer.validate(module, datamodule=pairs, verbose=False)
     trainer.fit(module, datamodule=pairs)

@@ -15,25 +15,27 @@ from ltrain.modules.encoders import encoder_of
 from ltrain.modules.siamese import SiameseModule
 from ltrain.zoo import Zoo
 from tests.conftest import compose_config
-from tests.pretraining.conftest import quiet_trainer
+from tests.tiny_runs import quiet_trainer
 
 MLP = {"name": "mlp", "hidden": [32, 32], "activation": "elu", "init": "he_normal"}
 
 
-def pretrain_and_push(digits, name: str) -> torch.nn.Module:
+def pretrain_and_push(pretext_digits, name: str) -> torch.nn.Module:
     torch.manual_seed(0)
     network = build_model(MLP, 10, (1, 28, 28))
     encoder, dim = encoder_of(network)
     module = SiameseModule(encoder, dim, functools.partial(torch.optim.Adam, lr=1e-3))
-    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(module, datamodule=PairData(digits, pairs_per_epoch=640))
+    quiet_trainer(max_epochs=1, limit_val_batches=0).fit(
+        module, datamodule=PairData(pretext_digits, pairs_per_epoch=640)
+    )
     Zoo().push(network, name, model_cfg=MLP, num_classes=10, input_shape=(1, 28, 28), description="test")
     return network
 
 
-def test_encoder_loaded_from_the_zoo_gives_outputs_identical_to_the_pretrained_one(digits):
-    pretrained = pretrain_and_push(digits, "siamese_test")
+def test_encoder_loaded_from_the_zoo_gives_outputs_identical_to_the_pretrained_one(pretext_digits):
+    pretrained = pretrain_and_push(pretext_digits, "siamese_test")
     fresh = build_model(MLP, 10, (1, 28, 28))
-    x = torch.stack([digits.splits["test"][i][0] for i in range(64)])
+    x = torch.stack([pretext_digits.splits["test"][i][0] for i in range(64)])
     assert not torch.allclose(encoder_of(fresh)[0](x), encoder_of(pretrained)[0](x))  # pretraining changed it
     # a 5-way task: the zoo loader keeps the new model's own (5-way) head
     loaded = build_model({**MLP, "pretrained": "zoo:siamese_test"}, 5, (1, 28, 28))
@@ -42,10 +44,10 @@ def test_encoder_loaded_from_the_zoo_gives_outputs_identical_to_the_pretrained_o
         assert torch.equal(encoder_of(loaded.eval())[0](x), encoder_of(pretrained.eval())[0](x))
 
 
-def test_a_frozen_fine_tuning_run_from_the_zoo_keeps_the_encoder_bit_identical(digits, tmp_path):
+def test_a_frozen_fine_tuning_run_from_the_zoo_keeps_the_encoder_bit_identical(pretext_digits, tmp_path):
     from ltrain.train import train
 
-    pretrained = pretrain_and_push(digits, "siamese_frozen_test")
+    pretrained = pretrain_and_push(pretext_digits, "siamese_frozen_test")
     cfg = compose_config(
         "model.hidden=[32,32]",
         "model.pretrained=zoo:siamese_frozen_test",
@@ -105,14 +107,14 @@ def test_the_recipe_pushes_its_encoder_with_lineage_and_trains_every_arm(tmp_pat
     assert json.loads((tmp_path / "results.json").read_text())["zoo_entry"] == "siamese_mnist_s3"
 
 
-def test_the_recipe_entry_is_named_by_zoo_push_and_a_taken_name_fails_before_any_work(digits, tmp_path):
+def test_the_recipe_entry_is_named_by_zoo_push_and_a_taken_name_fails_before_any_work(pretext_digits, tmp_path):
     from ltrain.errors import LtrainError
     from ltrain.recipes import run_recipe
     from ltrain.recipes.pretraining import zoo_name
 
     assert zoo_name(compose_config("recipe=siamese_mnist", "seed=2")) == ("siamese_mnist_s2", False)
     assert zoo_name(compose_config("recipe=siamese_mnist", "zoo.push=mine")) == ("mine", False)
-    pretrain_and_push(digits, "taken")
+    pretrain_and_push(pretext_digits, "taken")
     with pytest.raises(LtrainError, match=r"zoo.overwrite"):
         run_recipe(compose_config("recipe=siamese_mnist", "zoo.push=taken"), tmp_path)
     assert not (tmp_path / "pretrain_logs").exists()

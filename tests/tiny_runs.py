@@ -1,4 +1,4 @@
-"""Helpers for the training-toolbox tests: tiny real Trainers and recorder callbacks."""
+"""Helpers shared by tests in several folders: tiny real modules and Trainers, and recorder callbacks."""
 
 from __future__ import annotations
 
@@ -35,6 +35,19 @@ def tiny_trainer(tmp_path, *callbacks: Callback, **kwargs) -> L.Trainer:
         "num_sanity_val_steps": 0,
     }
     return L.Trainer(callbacks=list(callbacks), **{**defaults, **kwargs})
+
+
+def quiet_trainer(**kwargs) -> L.Trainer:
+    """A quiet, deterministic CPU Trainer without logger or checkpoints (the pretext-task tests' runs)."""
+    defaults = {
+        "accelerator": "cpu",
+        "enable_progress_bar": False,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "deterministic": True,
+    }
+    return L.Trainer(**(defaults | kwargs))
 
 
 class LRRecorder(Callback):

@@ -1,4 +1,4 @@
-"""Fixtures of the zoo tests: a catalogue in the test's temporary store, and a process that forks real pushers."""
+"""Fixtures of the store tests: a process that forks real pushers (tests/store/push_worker.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True)
-def _catalog_in_store(monkeypatch):
-    """The catalogue defaults to $LTRAIN_ZOO_HOME/catalog (the root conftest points the home at a tmp dir)."""
-    monkeypatch.delenv("LTRAIN_ZOO_CATALOG", raising=False)
-
-
 class PushWorker:
-    """Talks to tests/zoo/push_worker.py: one JSON command per line, one JSON answer per line."""
+    """Talks to tests/store/push_worker.py: one JSON command per line, one JSON answer per line."""
 
     def __init__(self, proc: subprocess.Popen):
         self.proc = proc

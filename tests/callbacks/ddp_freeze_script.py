@@ -9,10 +9,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from freeze_helpers import PlainNet, load_digits
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: `tests.` imports resolve
 from ltrain.callbacks import FreezeSchedule
+from tests.callbacks.freeze_helpers import PlainNet, load_digits
 
 
 class SaveWeights(L.Callback):

@@ -7,13 +7,13 @@ import functools
 import lightning as L
 import pytest
 import torch
-from freeze_helpers import PlainNet, make_trainer, params_of
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from ltrain.callbacks import FreezeSchedule
 from ltrain.errors import LtrainError
 from ltrain.models import layer_groups
+from tests.callbacks.freeze_helpers import PlainNet, make_trainer, params_of
 
 LR = 0.05
 LOW = 0.1  # the default schedule's lr_scale after unfreezing
@@ -69,11 +69,11 @@ def default_schedule(cfg_factory, *overrides: str) -> FreezeSchedule:
     return instantiate(cfg.freeze, _convert_="all")
 
 
-def test_default_schedule_keeps_frozen_weights_and_bn_statistics_bit_identical(digits, cfg_factory):
+def test_default_schedule_keeps_frozen_weights_and_bn_statistics_bit_identical(freeze_digits, cfg_factory):
     L.seed_everything(0)
     module, rec = PlainNet(), Recorder()
     schedule = default_schedule(cfg_factory, "freeze.phases.1.at_epoch=2")
-    make_trainer([schedule, rec], max_epochs=4).fit(module, digits)
+    make_trainer([schedule, rec], max_epochs=4).fit(module, freeze_digits)
     net = module.net
     frozen_p, frozen_b = (
         names_in(["hidden0", "hidden1", "hidden2", "hidden3", "hidden4"], net),
@@ -111,11 +111,11 @@ def test_default_schedule_keeps_frozen_weights_and_bn_statistics_bit_identical(d
     )
 
 
-def test_bn_train_policy_lets_frozen_statistics_move(digits):
+def test_bn_train_policy_lets_frozen_statistics_move(freeze_digits):
     L.seed_everything(0)
     module, rec = PlainNet(), Recorder()
     make_trainer([FreezeSchedule([{"trainable": "head"}], bn="train", model_attr="net"), rec], max_epochs=1).fit(
-        module, digits
+        module, freeze_digits
     )
     assert rec.bn_modes[0]["hidden0.bn"] is True
     assert not torch.equal(
@@ -124,11 +124,11 @@ def test_bn_train_policy_lets_frozen_statistics_move(digits):
     assert torch.equal(rec.epoch_end[0]["params"]["hidden0.bn.weight"], rec.start["params"]["hidden0.bn.weight"])
 
 
-def test_frozen_parameters_have_no_optimizer_state(digits):
+def test_frozen_parameters_have_no_optimizer_state(freeze_digits):
     L.seed_everything(0)
     module = PlainNet(optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
     trainer = make_trainer([FreezeSchedule([{"trainable": "head"}], model_attr="net")], max_epochs=1)
-    trainer.fit(module, digits)
+    trainer.fit(module, freeze_digits)
     optimizer = trainer.optimizers[0]
     head = {id(module.net.head.weight), id(module.net.head.bias)}
     assert {id(p) for p in optimizer.state} == head  # 2 of 17 parameter tensors
@@ -150,14 +150,14 @@ def one_cycle(total_steps: int):
     return build
 
 
-def test_reduce_lr_on_plateau_keeps_working_through_the_phase_change(digits):
+def test_reduce_lr_on_plateau_keeps_working_through_the_phase_change(freeze_digits):
     """threshold=10 means no epoch counts as an improvement: the plateau scheduler halves after every epoch."""
     L.seed_everything(0)
     module, rec = PlainNet(scheduler=plateau_scheduler), Recorder()
     schedule = FreezeSchedule(
         [{"trainable": "head"}, {"at_epoch": 2, "trainable": "top:3", "lr_scale": LOW}], model_attr="net"
     )
-    make_trainer([schedule, rec], max_epochs=4).fit(module, digits)
+    make_trainer([schedule, rec], max_epochs=4).fit(module, freeze_digits)
     # epoch e starts at LR * 0.5^e, times the phase's scale from the phase change on
     assert rec.rates[1] == pytest.approx(
         {**dict.fromkeys([*FROZEN_AFTER_UNFREEZE, "hidden3", "hidden4"], 0.0), "head": LR * 0.5}
@@ -168,14 +168,14 @@ def test_reduce_lr_on_plateau_keeps_working_through_the_phase_change(digits):
         )
 
 
-def test_one_cycle_keeps_its_shape_and_the_phase_rates_after_the_change(digits):
+def test_one_cycle_keeps_its_shape_and_the_phase_rates_after_the_change(freeze_digits):
     L.seed_everything(0)
     steps_per_epoch, epochs = 10, 4
     module, rec = PlainNet(scheduler=one_cycle(steps_per_epoch * epochs)), Recorder()
     schedule = FreezeSchedule(
         [{"trainable": "head"}, {"at_epoch": 2, "trainable": "top:3", "lr_scale": LOW}], model_attr="net"
     )
-    make_trainer([schedule, rec], max_epochs=epochs).fit(module, digits)
+    make_trainer([schedule, rec], max_epochs=epochs).fit(module, freeze_digits)
     reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR, momentum=0.9)
     cycle = torch.optim.lr_scheduler.OneCycleLR(reference, max_lr=0.1, total_steps=steps_per_epoch * epochs)
     expected = {}
@@ -193,7 +193,7 @@ def test_one_cycle_keeps_its_shape_and_the_phase_rates_after_the_change(digits):
         )
 
 
-def test_plateau_trigger_starts_the_next_phase_after_patience_validations(digits):
+def test_plateau_trigger_starts_the_next_phase_after_patience_validations(freeze_digits):
     L.seed_everything(0)
     module, rec = PlainNet(), Recorder()
     # min_delta=10: after the first validation nothing counts as better, so patience 2 fires after epoch 2
@@ -201,17 +201,17 @@ def test_plateau_trigger_starts_the_next_phase_after_patience_validations(digits
     schedule = FreezeSchedule(
         [{"trainable": "head"}, {"on_plateau": plateau, "trainable": "all", "lr": 0.01}], model_attr="net"
     )
-    make_trainer([schedule, rec], max_epochs=4).fit(module, digits)
+    make_trainer([schedule, rec], max_epochs=4).fit(module, freeze_digits)
     assert [len(rec.trainable[e]) for e in range(4)] == [2, 2, 2, 17]
     assert set(rec.rates[3].values()) == {0.01}
     assert schedule.phase == 1
 
 
-def test_layer_decay_lowers_the_rate_group_by_group_from_the_top(digits):
+def test_layer_decay_lowers_the_rate_group_by_group_from_the_top(freeze_digits):
     L.seed_everything(0)
     module, rec = PlainNet(), Recorder()
     schedule = FreezeSchedule([{"trainable": "top:3", "lr": 0.04, "layer_decay": 0.5}], model_attr="net")
-    make_trainer([schedule, rec], max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(module, digits)
+    make_trainer([schedule, rec], max_epochs=1, limit_train_batches=1, limit_val_batches=0).fit(module, freeze_digits)
     assert rec.rates[0] == pytest.approx(
         {"hidden0": 0, "hidden1": 0, "hidden2": 0, "hidden3": 0.01, "hidden4": 0.02, "head": 0.04}
     )
@@ -231,11 +231,11 @@ def test_layer_decay_lowers_the_rate_group_by_group_from_the_top(digits):
         ([{"trainable": "head"}, {"at_epoch": 1, "trainable": "top:x"}], "'top:K' needs an integer K"),
     ],
 )
-def test_invalid_group_specs_fail_before_training_and_list_the_groups(digits, phases, message):
+def test_invalid_group_specs_fail_before_training_and_list_the_groups(freeze_digits, phases, message):
     module = PlainNet()
     before = params_of(module.net, ["head.weight"])
     with pytest.raises(LtrainError) as err:
-        make_trainer([FreezeSchedule(phases, model_attr="net")], max_epochs=1).fit(module, digits)
+        make_trainer([FreezeSchedule(phases, model_attr="net")], max_epochs=1).fit(module, freeze_digits)
     assert message in str(err.value)
     assert all(f" {g} " in str(err.value) for g in ["hidden0", "hidden4", "head"])  # the table of groups
     assert torch.equal(module.net.head.weight, before["head.weight"])  # not one step was taken
@@ -260,9 +260,9 @@ def test_invalid_phase_lists_fail_when_the_callback_is_built(phases, message):
     assert message in str(err.value)
 
 
-def test_missing_model_attribute_names_the_modules_children(digits):
+def test_missing_model_attribute_names_the_modules_children(freeze_digits):
     with pytest.raises(LtrainError, match=r"PlainNet.model.*one of \['net'\]"):
-        make_trainer([FreezeSchedule(model_attr="model")], max_epochs=1).fit(PlainNet(), digits)
+        make_trainer([FreezeSchedule(model_attr="model")], max_epochs=1).fit(PlainNet(), freeze_digits)
 
 
 class Kill(L.Callback):
@@ -274,7 +274,7 @@ class Kill(L.Callback):
             raise RuntimeError("killed")
 
 
-def resumable_run(tmp_path, digits, callbacks, ckpt_path=None) -> tuple[PlainNet, L.Trainer, FreezeSchedule]:
+def resumable_run(tmp_path, freeze_digits, callbacks, ckpt_path=None) -> tuple[PlainNet, L.Trainer, FreezeSchedule]:
     L.seed_everything(0)
     module = PlainNet(optimizer=functools.partial(torch.optim.Adam, lr=1e-2), scheduler=one_cycle(50))
     # phase 1 starts on a plateau (min_delta=10: the 2nd validation already counts as no improvement), so
@@ -290,18 +290,18 @@ def resumable_run(tmp_path, digits, callbacks, ckpt_path=None) -> tuple[PlainNet
     )
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = make_trainer([schedule, checkpoint, *callbacks], max_epochs=5, enable_checkpointing=True)
-    trainer.fit(module, digits, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+    trainer.fit(module, freeze_digits, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
     return module, trainer, schedule
 
 
-def test_kill_after_the_phase_change_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, digits):
+def test_kill_after_the_phase_change_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, freeze_digits):
     rec_full = Recorder()
-    full, _, _ = resumable_run(tmp_path / "full", digits, [rec_full])
+    full, _, _ = resumable_run(tmp_path / "full", freeze_digits, [rec_full])
     with pytest.raises(RuntimeError, match="killed"):
-        resumable_run(tmp_path / "killed", digits, [Kill(epoch=3)])  # in phase 1; last.ckpt = end of epoch 2
+        resumable_run(tmp_path / "killed", freeze_digits, [Kill(epoch=3)])  # in phase 1; last.ckpt = end of epoch 2
     rec = Recorder()
     resumed, trainer, schedule = resumable_run(
-        tmp_path / "resumed", digits, [rec], ckpt_path=tmp_path / "killed" / "last.ckpt"
+        tmp_path / "resumed", freeze_digits, [rec], ckpt_path=tmp_path / "killed" / "last.ckpt"
     )
     assert trainer.global_step == 50 and schedule.phase == 2
     assert [len(rec_full.trainable[e]) for e in range(5)] == [2, 2, 8, 8, 17]
@@ -312,7 +312,7 @@ def test_kill_after_the_phase_change_then_resume_ends_identical_to_an_uninterrup
         assert torch.equal(a, b), name
 
 
-def test_timm_model_in_ltrain_classifier_keeps_every_frozen_tensor_and_bn_statistic(digits):
+def test_timm_model_in_ltrain_classifier_keeps_every_frozen_tensor_and_bn_statistic(freeze_digits):
     """ltrain's ClassifierModule (network at ``.model``) with a timm ResNet: timm's BatchNormAct2d stays frozen."""
     import timm
 
@@ -323,7 +323,7 @@ def test_timm_model_in_ltrain_classifier_keeps_every_frozen_tensor_and_bn_statis
     module = ClassifierModule(net, 5, optimizer=functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9))
     before = {k: v.clone() for k, v in net.state_dict().items()}
     schedule = FreezeSchedule([{"trainable": "head"}, {"at_epoch": 1, "trainable": "top:2", "lr_scale": LOW}])
-    make_trainer([schedule], max_epochs=2, limit_train_batches=2, limit_val_batches=1).fit(module, digits)
+    make_trainer([schedule], max_epochs=2, limit_train_batches=2, limit_val_batches=1).fit(module, freeze_digits)
     after = net.state_dict()
     frozen = [k for k in before if not k.startswith(("fc.", "layer4."))]
     assert len([k for k in frozen if "running_mean" in k]) == 11  # BN layers below layer4
