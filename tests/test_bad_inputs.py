@@ -493,8 +493,8 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "RUN already holds a run (config.yaml): resume=auto continues it; for a new run, drop hydra.run.dir …",
     ),
     (
-        "Ctrl-C at a random step, then resume=auto",
-        "tests/test_resume.py::test_ctrl_c_at_a_random_step_then_resume_auto_keeps_every_epoch_exactly_once",
+        "Ctrl-C mid-run (steps 8 and 14), then resume=auto",
+        "tests/test_resume.py::test_ctrl_c_mid_run_then_resume_auto_keeps_every_epoch_exactly_once",
         "(no error) logs/metrics.csv holds every epoch 0..N exactly once; learning_curves.png shows them all",
     ),
     (
