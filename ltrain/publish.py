@@ -21,6 +21,23 @@ from ltrain.store.catalog import bool_option, check_name
 from ltrain.zoo import Zoo, ZooEntry
 
 
+def recipe_entry_name(cfg: Any, default: str) -> str:
+    """The zoo entry a recipe pushes: ``zoo.push`` if the user named one (a taken name then fails in
+    ``check_push``), else ``default`` — or ``default_2``, ``default_3``, … when that is taken, so rerunning a
+    recipe (``make demo`` twice) adds an entry and never replaces or refuses the earlier run's.
+    ``zoo.overwrite=true`` keeps ``default`` and replaces it."""
+    zoo_cfg = cfg.get("zoo") or {}
+    if zoo_cfg.get("push"):
+        return str(zoo_cfg.push)
+    if bool_option(zoo_cfg.get("overwrite", False), "zoo.overwrite"):
+        return default
+    zoo, name, n = Zoo(), default, 1
+    while zoo.exists(name):
+        n += 1
+        name = f"{default}_{n}"
+    return name
+
+
 def check_push(cfg: Any, name: str | None = None, by: str | None = None) -> None:
     """Fail before any training if a push at the end of the run could not succeed.
 

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,13 +56,33 @@ def env_with_killpoint() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{path}" if path else str(TESTS)}
 
 
+def spawn(cmd: list[str], *, env: dict[str, str] | None = None, new_session: bool = True) -> subprocess.Popen:
+    """Start ``cmd`` with its stdout and stderr in a log file (``proc.log``), never in a pipe.
+
+    A pipe nobody reads fills at 64 KiB and then blocks the child in its next write: a victim that logs a
+    little more (a slow machine's warnings, a graceful shutdown's traceback) would hang until a timeout.
+    """
+    fd, log = tempfile.mkstemp(prefix="ltrain-child-", suffix=".log")
+    with os.fdopen(fd, "w") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=new_session, env=env
+        )
+    proc.log = Path(log)
+    return proc
+
+
+def tail(proc: subprocess.Popen, chars: int = 3000) -> str:
+    """The end of a :func:`spawn`-ed process's output, for assertion messages."""
+    return proc.log.read_text(errors="replace")[-chars:]
+
+
 def wait_for_markers(victim: subprocess.Popen, marker_dir: Path, ranks: int = 1, timeout: float = 900) -> list[dict]:
     """The markers of ``ranks`` ranks once all are written; fails if the victim exits first."""
     deadline = time.monotonic() + timeout  # only a guard against a hung victim: load never decides the outcome
     files = [marker_dir / f"rank{r}.json" for r in range(ranks)]
     while not all(f.exists() for f in files):
         if victim.poll() is not None:
-            err = victim.stderr.read()[-3000:] if victim.stderr else ""
+            err = tail(victim) if hasattr(victim, "log") else ""
             raise AssertionError(f"the victim exited ({victim.returncode}) before reaching its kill point:\n{err}")
         if time.monotonic() > deadline:
             raise AssertionError(f"the victim did not reach its kill point in {timeout:.0f} s")

@@ -539,10 +539,12 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "with: ltrain-zoo push NAME --run RUN",
     ),
     (
-        "rerunning a transfer recipe whose model A is in the zoo",
-        "tests/test_publish.py::test_rerunning_a_transfer_recipe_does_not_replace_its_model_a",
-        "recipe=mnist_transfer pushes its model to the zoo as mnist_transfer_a_s0, which exists (an earlier run?): "
-        "remove it (ltrain-zoo rm …), choose another name with zoo.push=NAME, or replace it with zoo.overwrite=true",
+        "rerunning a recipe (make demo twice) whose model is in the zoo; or zoo.push=NAME of a taken entry",
+        "tests/test_publish.py::test_rerunning_a_transfer_recipe_adds_an_entry_and_never_replaces_model_a",
+        "(no error) the rerun pushes mnist_transfer_a_s0_2 and keeps mnist_transfer_a_s0; a name given with "
+        "zoo.push that exists: recipe=mnist_transfer pushes its model to the zoo as NAME, which exists (an earlier "
+        "run?): remove it (ltrain-zoo rm …), choose another name with zoo.push=NAME, or replace it with "
+        "zoo.overwrite=true",
     ),
     (
         "ltrain-report over runs with different configs (learning rates, epochs)",

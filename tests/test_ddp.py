@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, wait_for_markers
+from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, spawn, tail, wait_for_markers
 
 from ltrain.runs import from_run
 
@@ -73,23 +73,16 @@ def test_ddp_cpu_run_killed_in_a_freeze_schedule_resumes_auto_to_the_uninterrupt
     ]
 
     def ltrain(run_dir: Path, *more: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [str(BIN / "ltrain"), *args, f"hydra.run.dir={run_dir}", *more],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            env=env_with_killpoint(),
-        )
+        return spawn([str(BIN / "ltrain"), *args, f"hydra.run.dir={run_dir}", *more], env=env_with_killpoint())
 
     victim = ltrain(tmp_path / "victim", *pause_overrides(KILL_STEP, tmp_path / "markers"))
     markers = wait_for_markers(victim, tmp_path / "markers", ranks=2)  # both ranks wait at the step
     kill(victim, signal.SIGKILL)
     kill_report(assert_landed(markers, KILL_STEP, tmp_path / "victim", checkpoint=True))
     resumed = ltrain(tmp_path / "victim", "resume=auto")
-    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-3000:]
+    assert resumed.wait(timeout=600) == 0, tail(resumed)
     reference = ltrain(tmp_path / "reference")
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-3000:]
+    assert reference.wait(timeout=600) == 0, tail(reference)
     runs = [d for d in (tmp_path / "victim").iterdir() if (d / "config.yaml").exists()] + [tmp_path / "victim"]
     assert [d for d in runs if (d / "results.json").exists()] == [tmp_path / "victim"]  # still one run directory
     a, b = (

@@ -164,12 +164,22 @@ def test_a_push_that_fails_at_the_end_leaves_a_finished_run_that_ltrain_zoo_push
     assert Zoo().get("late").metrics["test_acc"]["n"] == 1
 
 
-def test_rerunning_a_transfer_recipe_does_not_replace_its_model_a(cfg_factory, tmp_path):
-    from ltrain.recipes import run_recipe
+def test_rerunning_a_transfer_recipe_adds_an_entry_and_never_replaces_model_a(cfg_factory):
+    from ltrain.publish import check_push
+    from ltrain.recipes.pretraining import zoo_name as pretext_name
+    from ltrain.recipes.transfer import zoo_name
 
     _tiny_entry("mnist_transfer_a_s0")  # what the first run of the recipe pushed
     before = Zoo().get("mnist_transfer_a_s0")
-    with pytest.raises(LtrainError, match=r"recipe=mnist_transfer pushes its model to the zoo as mnist_transfer_a_s0"):
-        run_recipe(cfg_factory("recipe=mnist_transfer"), tmp_path)
-    assert not (tmp_path / "source").exists()  # refused before model A trained
+    cfg = cfg_factory("recipe=mnist_transfer")
+    assert zoo_name(cfg) == "mnist_transfer_a_s0_2"  # `make demo` twice: a second entry, the first one kept
+    check_push(cfg, zoo_name(cfg), by="recipe=mnist_transfer")  # free, so the rerun starts
+    _tiny_entry("mnist_transfer_a_s0_2")
+    assert zoo_name(cfg) == "mnist_transfer_a_s0_3"
     assert Zoo().get("mnist_transfer_a_s0") == before
+    assert zoo_name(cfg_factory("recipe=mnist_transfer", "zoo.overwrite=true")) == "mnist_transfer_a_s0"  # asked
+    named = cfg_factory("recipe=mnist_transfer", "zoo.push=mnist_transfer_a_s0")  # a name the user chose: refused
+    with pytest.raises(LtrainError, match=r"pushes its model to the zoo as mnist_transfer_a_s0, which exists"):
+        check_push(named, zoo_name(named), by="recipe=mnist_transfer")
+    _tiny_entry("siamese_mnist_s0")
+    assert pretext_name(cfg_factory("recipe=siamese_mnist")) == ("siamese_mnist_s0_2", False)

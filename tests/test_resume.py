@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, wait_for_markers
+from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, spawn, tail, wait_for_markers
 from omegaconf import OmegaConf
 
 from ltrain.train import train
@@ -64,14 +64,7 @@ IN_EFFECT = [
 
 
 def _ltrain(run_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "ltrain"), *IN_EFFECT, f"hydra.run.dir={run_dir}", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=env_with_killpoint(),
-    )
+    return spawn([str(BIN / "ltrain"), *IN_EFFECT, f"hydra.run.dir={run_dir}", *args], env=env_with_killpoint())
 
 
 KILL_STEP = 38  # epoch 2, batch_idx 7 of 15: after the phase change and two plateau cuts, mid-epoch
@@ -92,7 +85,7 @@ def test_sigkill_mid_epoch_after_a_phase_change_then_resume_auto_matches_an_unin
         check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-2000:]
+    assert reference.wait(timeout=600) == 0, tail(reference)
     a = _weights(tmp_path / "reference" / "checkpoints" / "last.ckpt")
     b = _weights(last)
     for k in a:
@@ -117,14 +110,7 @@ HISTORY = [
 
 
 def _history_run(run_dir: Path, *args: str, env=None) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "ltrain"), *HISTORY, f"hydra.run.dir={run_dir}", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=env or env_with_killpoint(),
-    )
+    return spawn([str(BIN / "ltrain"), *HISTORY, f"hydra.run.dir={run_dir}", *args], env=env or env_with_killpoint())
 
 
 def _epochs_of(csv_path: Path, column: str) -> list[int]:
@@ -236,7 +222,7 @@ def test_a_new_run_into_a_directory_that_holds_one_is_refused(cfg_factory, tmp_p
 def test_cli_refusal_leaves_the_runs_hydra_record_untouched(tmp_path):
     run = tmp_path / "run"
     first = _history_run(run, "trainer.max_epochs=1", env=dict(os.environ))
-    assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
+    assert first.wait(timeout=600) == 0, tail(first)
     assert (run / ".hydra" / "config.yaml").is_file()
     (run / "results.json").unlink()  # as if killed while testing
     before = _unchanged(run)
@@ -261,7 +247,7 @@ def test_two_ltrain_processes_started_together_write_two_run_directories(tmp_pat
     args = ["trainer.max_epochs=1", "trainer.limit_train_batches=2", "test=false", "plots=false"]
     procs = [_plain_ltrain(env, *args, f"seed={s}") for s in (0, 1)]
     for p in procs:
-        assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+        assert p.wait(timeout=600) == 0, tail(p)
     configs = sorted((tmp_path / "runs").glob("*/*/config.yaml"))
     assert len(configs) == 2, configs
     for c in configs:
@@ -270,10 +256,4 @@ def test_two_ltrain_processes_started_together_write_two_run_directories(tmp_pat
 
 
 def _plain_ltrain(env, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "ltrain"), "trainer.enable_progress_bar=false", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    return spawn([str(BIN / "ltrain"), "trainer.enable_progress_bar=false", *args], env=env, new_session=False)

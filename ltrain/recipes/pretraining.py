@@ -24,6 +24,7 @@ from torch import nn
 from ltrain.data.base import ImageClassificationData
 from ltrain.models.factory import build_model
 from ltrain.modules.encoders import encoder_of
+from ltrain.publish import recipe_entry_name
 from ltrain.store import bool_option
 from ltrain.train import train
 from ltrain.zoo import Zoo
@@ -68,12 +69,11 @@ def fit_pretext(
 
 
 def zoo_name(cfg: DictConfig) -> tuple[str, bool]:
-    """(entry name, overwrite): ``zoo.push`` if given, else ``<recipe name>_s<seed>``; replaced only if
-    ``zoo.overwrite=true`` (a rerun of the recipe fails before any work instead: ``check_push``)."""
-
+    """(entry name, overwrite): ``zoo.push`` if given, else ``<recipe name>_s<seed>`` (``_2``, ``_3``… when an
+    earlier run of the recipe holds it); replaced only if ``zoo.overwrite=true``."""
     zoo_cfg = cfg.get("zoo") or {}
     overwrite = bool_option(zoo_cfg.get("overwrite", False), "zoo.overwrite")
-    return str(zoo_cfg.get("push") or f"{cfg.recipe.name}_s{cfg.seed}"), overwrite
+    return recipe_entry_name(cfg, f"{cfg.recipe.name}_s{cfg.seed}"), overwrite
 
 
 def push_pretrained(

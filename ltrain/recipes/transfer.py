@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, open_dict
 
-from ltrain.publish import check_push
+from ltrain.publish import check_push, recipe_entry_name
 from ltrain.recipes.arms import epoch_curves, plot_curves
 from ltrain.train import train
 
@@ -36,8 +36,8 @@ def merged(cfg: DictConfig, overrides: DictConfig | None) -> DictConfig:
 
 
 def zoo_name(cfg: DictConfig) -> str:
-    """Model A's entry: ``zoo.push`` if given, else ``<recipe>_a_s<seed>``."""
-    return str((cfg.get("zoo") or {}).get("push") or f"{cfg.recipe.name}_a_s{cfg.seed}")
+    """Model A's entry: ``zoo.push`` if given, else ``<recipe>_a_s<seed>`` (``_2``, ``_3``… on reruns)."""
+    return recipe_entry_name(cfg, f"{cfg.recipe.name}_a_s{cfg.seed}")
 
 
 def train_source(cfg: DictConfig, run_dir: Path) -> tuple[str, dict[str, float]]:

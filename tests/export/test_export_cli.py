@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 from hydra import compose, initialize_config_dir
+from killpoint import spawn, tail
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -169,14 +170,11 @@ def test_sigkill_during_ltrain_export_leaves_the_previous_export_or_the_whole_ne
     from pathlib import Path
 
     out = tmp_path / "out"
-    victim = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ltrain-export"), "source=resnet10t", *FAST, f"hydra.run.dir={out}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    victim = spawn(
+        [str(Path(sys.executable).parent / "ltrain-export"), "source=resnet10t", *FAST, f"hydra.run.dir={out}"]
     )
     while not list(out.rglob("*.onnx")):  # the kill point: the first ONNX file written, wherever it is
-        assert victim.poll() is None, victim.stderr.read().decode()[-2000:]
+        assert victim.poll() is None, tail(victim)
         time.sleep(0.01)
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=60)

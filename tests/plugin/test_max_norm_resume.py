@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import torch
-from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, wait_for_markers
+from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, spawn, tail, wait_for_markers
 
 from ltrain.callbacks.max_norm import apply_max_norm
 
@@ -29,14 +29,7 @@ KILL_STEP = 38  # epoch 2 (after the phase change), batch_idx 7 of 15
 
 
 def _ltrain(run_dir: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [str(BIN / "ltrain"), *RUN, f"hydra.run.dir={run_dir}", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        env=env_with_killpoint(),
-    )
+    return spawn([str(BIN / "ltrain"), *RUN, f"hydra.run.dir={run_dir}", *args], env=env_with_killpoint())
 
 
 def test_applying_max_norm_twice_changes_no_bit():
@@ -71,7 +64,7 @@ def test_sigkill_after_the_phase_change_then_resume_with_max_norm_is_bit_identic
         check=False,
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert reference.wait(timeout=600) == 0, reference.stderr.read()[-2000:]
+    assert reference.wait(timeout=600) == 0, tail(reference)
     a = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(tmp_path / "victim" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert a["global_step"] == b["global_step"] == 60
