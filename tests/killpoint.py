@@ -93,7 +93,14 @@ def wait_for_markers(victim: subprocess.Popen, marker_dir: Path, ranks: int = 1,
 def kill(victim: subprocess.Popen, sig: int = signal.SIGKILL) -> int:
     """Send ``sig`` to the victim's whole process group (all DDP ranks) and reap it; its return code."""
     os.killpg(victim.pid, sig)
-    return victim.wait(timeout=300)
+    try:
+        return victim.wait(timeout=300)
+    except subprocess.TimeoutExpired as err:  # never leave a victim behind: a stuck one is SIGKILLed, then reported
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
+        raise AssertionError(
+            f"the victim ignored signal {sig} for 300 s:\n{tail(victim) if hasattr(victim, 'log') else ''}"
+        ) from err
 
 
 def assert_landed(markers: list[dict], step: int, run_dir: Path, checkpoint: bool = False) -> str:
