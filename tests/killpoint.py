@@ -61,14 +61,28 @@ def spawn(cmd: list[str], *, env: dict[str, str] | None = None, new_session: boo
 
     A pipe nobody reads fills at 64 KiB and then blocks the child in its next write: a victim that logs a
     little more (a slow machine's warnings, a graceful shutdown's traceback) would hang until a timeout.
+    SIGINT is reset to its default in the child (see :func:`_default_sigint`).
     """
     fd, log = tempfile.mkstemp(prefix="ltrain-child-", suffix=".log")
     with os.fdopen(fd, "w") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=new_session, env=env
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=new_session,
+            env=env,
+            preexec_fn=_default_sigint,
         )
     proc.log = Path(log)
     return proc
+
+
+def _default_sigint() -> None:
+    """The child takes Ctrl-C like a terminal's process. A shell starts background jobs (``make test &``,
+    nohup, some CI runners) with SIGINT IGNORED, children inherit that, and Python then never installs its
+    KeyboardInterrupt handler: a Ctrl-C test's victim would ignore the signal it is sent."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def tail(proc: subprocess.Popen, chars: int = 3000) -> str:
