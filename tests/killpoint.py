@@ -134,3 +134,17 @@ def assert_landed(markers: list[dict], step: int, run_dir: Path, checkpoint: boo
         assert saved["global_step"] < step, (saved["global_step"], step)
         where += f"; last.ckpt holds step {saved['global_step']} (epoch {saved['epoch']})"
     return where
+
+
+def sigkill_then_resume(argv: list[str], run_dir: Path, step: int, marker_dir: Path) -> str:
+    """Run ``argv`` (an ``ltrain`` command without ``hydra.run.dir``) into ``run_dir``, SIGKILL it after optimizer
+    step ``step`` (after a checkpoint), then ``resume=auto`` it to the end. Where the kill landed, for ``kill_report``."""
+    victim = spawn([*argv, f"hydra.run.dir={run_dir}", *pause_overrides(step, marker_dir)], env=env_with_killpoint())
+    markers = wait_for_markers(victim, marker_dir)
+    kill(victim, signal.SIGKILL)
+    where = assert_landed(markers, step, run_dir, checkpoint=True)
+    resumed = subprocess.run(
+        [*argv, f"hydra.run.dir={run_dir}", "resume=auto"], capture_output=True, text=True, timeout=600, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    return where

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from killpoint import assert_landed, env_with_killpoint, kill, pause_overrides, spawn, tail, wait_for_markers
+from killpoint import (
+    env_with_killpoint,
+    sigkill_then_resume,
+    spawn,
+    tail,
+)
 
 from ltrain.callbacks.max_norm import apply_max_norm
 
@@ -52,18 +56,7 @@ def test_applying_max_norm_twice_changes_no_bit():
 
 def test_sigkill_after_the_phase_change_then_resume_with_max_norm_is_bit_identical(tmp_path, kill_report):
     reference = _ltrain(tmp_path / "reference")
-    victim = _ltrain(tmp_path / "victim", *pause_overrides(KILL_STEP, tmp_path / "markers"))
-    markers = wait_for_markers(victim, tmp_path / "markers")
-    kill(victim, signal.SIGKILL)
-    kill_report(assert_landed(markers, KILL_STEP, tmp_path / "victim", checkpoint=True))
-    resumed = subprocess.run(
-        [str(BIN / "ltrain"), *RUN, f"hydra.run.dir={tmp_path / 'victim'}", "resume=auto"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    kill_report(sigkill_then_resume([str(BIN / "ltrain"), *RUN], tmp_path / "victim", KILL_STEP, tmp_path / "markers"))
     assert reference.wait(timeout=600) == 0, tail(reference)
     a = torch.load(tmp_path / "reference" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(tmp_path / "victim" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
