@@ -4,47 +4,21 @@ Each ```bash block is split as the shell would split it (shlex). For the Hydra a
 ltrain-export) every override must parse, a comma in a value of a single run must be quoted (Hydra reads it as a
 sweep), no group, option or key may be misspelt, and the config must compose; ltrain-zoo commands must parse with
 its argparse parser; every ``zoo:NAME`` a command loads must be pushed by some documented command.
-This checks each command as written; running them end to end is left to the recipe tests.
+This checks each command as written, in seconds; tests/test_docs_run.py runs them all end to end (slow).
 """
 
 from __future__ import annotations
 
 import re
-import shlex
-from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ltrain.cli.common import override_typos
 from ltrain.config import compose_config
+from tests.doc_commands import APPS, documented_commands
 
-ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-APPS = {"ltrain": "config", "ltrain-predict": "predict", "ltrain-export": "export"}
-
-
-def documented_commands() -> list[tuple[str, list[str]]]:
-    """(where, argv) of every ltrain* command in a ```bash block of the docs."""
-    found = []
-    for doc in DOCS:
-        text = doc.read_text()
-        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                try:
-                    argv = shlex.split(line, comments=True)
-                except ValueError as e:
-                    found.append((f"{doc.name}: {line}", ["<unparseable>", str(e)]))
-                    continue
-                while argv:  # `a && b`, `a; b`: each command on its own
-                    cut = next((i for i, a in enumerate(argv) if a in ("&&", ";", "||", "|")), len(argv))
-                    if argv[0] in (*APPS, "ltrain-zoo"):
-                        found.append((f"{doc.name}: {line.strip()}", argv[:cut]))
-                    argv = argv[cut + 1 :]
-    return found
-
-
-COMMANDS = documented_commands()
+COMMANDS = [(c.where, c.argv) for c in documented_commands() if c.argv[0] in (*APPS, "ltrain-zoo", "<unparseable>")]
 
 
 @pytest.mark.parametrize(("where", "argv"), COMMANDS, ids=[w[:90] for w, _ in COMMANDS])
