@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from ltrain.io import atomic_write_bytes
+from ltrain.seeding import Stream, derive_seed
 
 FORMAT = 2  # bump when the file layout changes: old files then simply miss (2: sha256 of the tensors)
 
@@ -161,5 +162,5 @@ class ShardShuffleSampler(DistributedSampler):
             self.on_iter()
         if not self.shuffle:
             return iter(self.shard)
-        gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 101 + self.rank) % 2**63)
+        gen = torch.Generator().manual_seed(derive_seed(Stream.SHARD_ORDER, self.seed, self.epoch, self.rank))
         return iter([self.shard[j] for j in torch.randperm(len(self.shard), generator=gen).tolist()])

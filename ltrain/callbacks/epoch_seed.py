@@ -12,6 +12,8 @@ import lightning as L
 import torch
 from lightning.fabric.utilities.seed import seed_everything
 
+from ltrain.seeding import Stream, derive_seed
+
 
 class EpochSeed(L.Callback):
     """Seed python, numpy and torch at each training batch from (seed, epoch, batch index).
@@ -45,5 +47,5 @@ class EpochSeed(L.Callback):
             dataset.set_epoch(trainer.current_epoch)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        seed = (self.seed * 1_000_003 + trainer.current_epoch) * 100_003 + batch_idx
-        seed_everything(seed % 2**32, workers=True, verbose=False)
+        seed = derive_seed(Stream.TRAIN_BATCH, self.seed, trainer.current_epoch, batch_idx, bits=32)
+        seed_everything(seed, workers=True, verbose=False)

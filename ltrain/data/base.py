@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ltrain.data.subsets import cap_per_class, select_classes, stratified_split
 from ltrain.errors import LtrainError
+from ltrain.seeding import Stream, derive_seed
 
 AUGMENTATIONS = ("none", "flip_crop")
 
@@ -94,7 +95,7 @@ class TensorImageDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.transform.deterministic:
             return self.transform(self.images[i]), self.labels[i]
-        gen = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 10_000_019 + int(i)) % 2**63)
+        gen = torch.Generator().manual_seed(derive_seed(Stream.AUGMENT, self.seed, self.epoch, i))
         return self.transform(self.images[i], gen), self.labels[i]
 
 
@@ -115,7 +116,7 @@ class EpochShuffleSampler(Sampler[int]):
         return self.length
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) % 2**63)
+        gen = torch.Generator().manual_seed(derive_seed(Stream.EPOCH_ORDER, self.seed, self.epoch))
         return iter(torch.randperm(self.length, generator=gen).tolist())
 
 

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from ltrain.data.base import ImageClassificationData, TensorImageDataset
 from ltrain.data.subsets import select_classes, stratified_split
 from ltrain.errors import LtrainError
+from ltrain.seeding import Stream, derive_seed
 
 SAME, DIFFERENT = 0, 1
 POOLS = ("unused", "all", "train")
@@ -183,7 +184,7 @@ class PairSampler(Sampler):
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """This epoch's (first, second, target) index tensors."""
         epoch = 0 if self.fixed else self.epoch
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(derive_seed(Stream.PAIRS, self.seed, epoch))
         return sample_pairs(self.labels, self.num_pairs, gen)
 
     def __iter__(self) -> Iterator[tuple[int, int, int]]:
@@ -280,7 +281,9 @@ class PairData(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        sampler = PairSampler(self.images["val"].labels, self.val_pairs, self.seed + 1, fixed=True)
+        sampler = PairSampler(
+            self.images["val"].labels, self.val_pairs, derive_seed(Stream.VAL_PAIRS, self.seed), fixed=True
+        )
         return DataLoader(
             self._dataset("val"), batch_size=self.eval_batch_size, sampler=sampler, num_workers=self.num_workers
         )

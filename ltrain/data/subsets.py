@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from ltrain.errors import LtrainError
+from ltrain.seeding import Stream, derive_seed
 
 
 def select_classes(labels: torch.Tensor, classes: Sequence[int] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +65,7 @@ def cap_per_class(indices: torch.Tensor, labels: torch.Tensor, cap: int | None, 
         return indices
     if cap <= 0:
         raise LtrainError(f"a per-class cap must be positive, got {cap}")
-    gen = torch.Generator().manual_seed(seed + 1)
+    gen = torch.Generator().manual_seed(derive_seed(Stream.CLASS_CAP, seed))
     kept = []
     sub = labels[indices]
     for c in sub.unique(sorted=True).tolist():

@@ -24,6 +24,7 @@ from ltrain.errors import LtrainError
 from ltrain.inference.mc_dropout import PATHS, MCPrediction, mc_dropout
 from ltrain.inference.sites import eval_mode_restored, is_timm_classifier, module_sites
 from ltrain.models.network import find_network
+from ltrain.seeding import Stream, derive_seed
 
 DEFAULT_SAMPLES = 30
 _TINY = 1e-12
@@ -38,7 +39,8 @@ class MCSettings:
             (``ltrain-predict`` predicts deterministically, and says so, when it has none); 0:
             deterministic predictions only.
         seed: seed of the dropout masks; batch ``b`` of rank ``r`` (of ``w``) uses
-            ``seed * 100_003 + b * w + r``, so one process and DDP draw the same masks for the same batch.
+            ``derive_seed(Stream.MC_BATCH, seed, b * w + r)``, so one process and DDP draw the same masks
+            for the same batch.
         chunk_size, max_memory_mb, path, drop_path: passed to :func:`ltrain.inference.mc_dropout`.
         n_bins: equal-width confidence bins of the calibration error and the reliability diagram.
     """
@@ -61,7 +63,7 @@ class MCSettings:
 
     def batch_seed(self, batch_idx: int, rank: int = 0, world_size: int = 1) -> int:
         """The mask seed of one batch: distinct across batches and ranks, the same for one process and DDP."""
-        return self.seed * 100_003 + batch_idx * world_size + rank
+        return derive_seed(Stream.MC_BATCH, self.seed, batch_idx * world_size + rank)
 
     def resolved(self, net: nn.Module) -> MCSettings:
         """These settings with ``samples`` decided: ``auto`` is 30 with dropout in ``net``, else 0."""

@@ -33,6 +33,7 @@ from torch.overrides import TorchFunctionMode
 
 from ltrain.errors import LtrainError
 from ltrain.models.network import eval_mode_restored
+from ltrain.seeding import Stream, derive_seed
 
 # torch's alpha dropout constants (ATen Dropout.cpp): SELU's alpha * lambda.
 _ALPHA = 1.7580993408473766
@@ -222,7 +223,7 @@ def dropout_census(model: nn.Module, x: torch.Tensor, drop_path: bool = False) -
 
 def _seed_for(seed: int, site_index: int, sample: int) -> int:
     """A distinct generator seed per (seed, site, sample): masks do not depend on chunking."""
-    return (seed * 1_000_003 + site_index * 10_007 + sample) % (2**63 - 1)
+    return derive_seed(Stream.MC_MASK, seed, site_index, sample)
 
 
 class DropoutMasks:

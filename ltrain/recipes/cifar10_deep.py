@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ltrain.inference import mc_dropout
+from ltrain.inference import MCSettings, mc_dropout
 from ltrain.recipes.arms import arm_config, epoch_curves, plot_curves
 from ltrain.train import train
 
@@ -25,10 +25,10 @@ def mc_test_accuracy(model: torch.nn.Module, dm, samples: int, seed: int, limit:
 
     ds = dm.splits["test"]
     n = len(ds) if limit is None else min(limit, len(ds))
-    correct = 0
+    correct, mc = 0, MCSettings(seed=seed)
     for b, start in enumerate(range(0, n, batch_size)):
         xs, ys = zip(*(ds[i] for i in range(start, min(start + batch_size, n))), strict=True)
-        pred = mc_dropout(model, torch.stack(xs), samples=samples, seed=seed * 100_003 + b)
+        pred = mc_dropout(model, torch.stack(xs), samples=samples, seed=mc.batch_seed(b))
         correct += (pred.mean.argmax(-1) == torch.stack(ys)).sum().item()
     return correct / n
 
