@@ -72,7 +72,9 @@ def decode_or_raise(path: str | Path, mode: str = "RGB") -> Image.Image:
         return load_rgb(path, mode)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(
-            f"cannot read the image {path} ({type(e).__name__}: {e}): the file is damaged or not an image; {FIX}"
+            f"cannot read the image {path} ({type(e).__name__}: {e}): the file is damaged or not an image; "
+            "remove or replace it, then rerun (data.check_files=decode finds every such file before training, "
+            "data.bad_files=skip then leaves them out)"
         ) from None
 
 
