@@ -21,7 +21,10 @@ def write_folder(root: Path, classes=("cat", "dog"), per_class: int = 10, size: 
 
 def truncated_jpeg(path: Path, size: int = 32) -> Path:
     """A JPEG cut in half (a copy interrupted): its header opens, its pixels do not decode."""
-    write_folder(path.parent.parent / "_src", ("x",), 1, size, seed=7)
-    data = (path.parent.parent / "_src" / "x" / "000.jpg").read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    import io
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(7).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     return path
