@@ -7,6 +7,7 @@ from ltrain.data.folder import ImageFileDataset, ImageFolderData, ImageListData,
 from ltrain.data.idx import FashionMnistIdx
 from ltrain.data.preprocess import ImagePreprocess
 from ltrain.data.torchvision_sets import TorchvisionData
+from ltrain.data.write import write_image_folder
 
 __all__ = [
     "BadImageError",
@@ -21,4 +22,5 @@ __all__ = [
     "StreamingImageData",
     "TensorImageDataset",
     "TorchvisionData",
+    "write_image_folder",
 ]

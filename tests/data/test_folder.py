@@ -153,3 +153,27 @@ def test_a_timm_model_trains_on_a_streamed_folder_through_ltrain_train(tmp_path,
         "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bicubic", "crop_pct": 0.95,
     }  # fmt: skip
     assert 0.0 <= run.results["test_acc"] <= 1.0
+
+
+def test_write_image_folder_round_trips_through_the_streamed_folder(tmp_path):
+    from ltrain.data import write_image_folder
+    from ltrain.data.base import Arrays
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (24, 1, 12, 12), dtype=torch.uint8, generator=gen)
+    y = torch.arange(24) % 2
+    arrays = Arrays(x[:16], y[:16], x[16:], y[16:], class_names=["shirt", "sandal"])
+    root = write_image_folder(arrays, tmp_path / "out", format="png")
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))[:2] == [
+        "test/sandal/00001.png", "test/sandal/00003.png",
+    ]  # fmt: skip
+    dm = ImageFolderData(str(root), model_name="mlp", image_size=12, channels=1, standardize=False, val_fraction=0.25)
+    dm.setup()
+    assert dm.class_names == ["sandal", "shirt"] and len(dm.splits["test"]) == 8
+    for path, label in zip(dm.splits["test"].paths, dm.splits["test"].labels.tolist(), strict=True):
+        i = 16 + int(path[-9:-4])
+        served = dm.splits["test"][list(dm.splits["test"].paths).index(path)][0]
+        assert torch.equal((served * 255).round().to(torch.uint8), x[i])  # PNG is lossless
+        assert dm.class_names[label] == arrays.class_names[int(y[i])]
+    big = write_image_folder((x[:4], y[:4]), tmp_path / "big", size=64)
+    assert Image.open(next(big.rglob("*.jpg"))).size == (64, 64)
