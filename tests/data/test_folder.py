@@ -177,3 +177,15 @@ def test_write_image_folder_round_trips_through_the_streamed_folder(tmp_path):
         assert dm.class_names[label] == arrays.class_names[int(y[i])]
     big = write_image_folder((x[:4], y[:4]), tmp_path / "big", size=64)
     assert Image.open(next(big.rglob("*.jpg"))).size == (64, 64)
+
+
+@pytest.mark.parametrize("group", ["image_folder", "image_list"])
+def test_each_streamed_data_config_composes_and_takes_the_models_own_size(tmp_path, cfg_factory, group):
+    from ltrain.data.factory import build_datamodule
+
+    root = write_folder(tmp_path / "photos", per_class=10, size=24)
+    (root / "all.csv").write_text("".join(f"{p.relative_to(root)},{p.parent.name}\n" for p in root.rglob("*.jpg")))
+    where = f"data.root={root}" if group == "image_folder" else f"data.csv={root / 'all.csv'}"
+    dm = build_datamodule(cfg_factory("model=timm", "model.name=tf_efficientnet_lite0", f"data={group}", where))
+    assert dm.input_shape == (3, 224, 224) and dm.splits["val"].transform.mean == (0.5, 0.5, 0.5)
+    assert sum(len(s) for s in dm.splits.values()) == 20
