@@ -114,9 +114,7 @@ def check_files(files: FileList, bad_files: str, check: str, where: str) -> File
     if bad_files == "error":
         path, why = bad[0]
         more = f" ({len(bad) - 1} more bad files in {where})" if len(bad) > 1 else ""
-        raise BadImageError(
-            f"cannot read the image {path} ({why}): the file is damaged or not an image; {FIX}{more}"
-        )
+        raise BadImageError(f"cannot read the image {path} ({why}): the file is damaged or not an image; {FIX}{more}")
     names = ", ".join(str(p) for p, _ in bad[:5]) + (", ..." if len(bad) > 5 else "")
     log.warning("data.bad_files=skip: left out %d unreadable image file(s) in %s: %s", len(bad), where, names)
     keep = [i for i, why in enumerate(problems) if why is None]

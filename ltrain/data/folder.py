@@ -244,7 +244,7 @@ class StreamingImageData(ImageClassificationData):
         else:
             if self.image_size is None:
                 raise LtrainError(
-                    f"data.preprocess=dataset (or an MLP) needs data.image_size, the side images are served at, "
+                    "data.preprocess=dataset (or an MLP) needs data.image_size, the side images are served at, "
                     "e.g. data.image_size=64"
                 )
             settings = {"size": self.image_size, "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center"}

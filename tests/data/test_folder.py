@@ -85,12 +85,14 @@ def test_classes_by_name_caps_and_the_seeded_split_are_kept(tmp_path):
     assert dm.class_names == ["cat", "ant"] and dm.num_classes == 2
     assert torch.bincount(dm.splits["train"].labels).tolist() == [5, 5]
     assert torch.bincount(dm.splits["val"].labels).tolist() == [2, 2]  # 10% of 20 per class
-    assert all("/cat/" in p for p, y in zip(dm.splits["test"].paths, dm.splits["test"].labels.tolist()) if y == 0)
+    assert all(
+        "/cat/" in p for p, y in zip(dm.splits["test"].paths, dm.splits["test"].labels.tolist(), strict=True) if y == 0
+    )
     again = ImageFolderData(str(root), model_name="mlp", image_size=16, classes=[2, 0], train_per_class=5)
     again.setup()
     for split in ("train", "val", "test"):
         assert list(again.splits[split].paths) == list(dm.splits[split].paths)
-    with pytest.raises(LtrainError, match="data.classes names 'cot'.*close: cat"):
+    with pytest.raises(LtrainError, match=r"data.classes names 'cot'.*close: cat"):
         ImageFolderData(str(root), model_name="mlp", image_size=16, classes=["cot", "ant"]).setup()
 
 
@@ -135,7 +137,7 @@ def test_an_mlp_gets_train_statistics_at_the_served_size(tmp_path):
     x = torch.stack([dm.splits["train"][i][0] for i in range(len(dm.splits["train"]))])
     assert dm.input_shape == (1, 16, 16) and x.shape[1:] == (1, 16, 16)
     assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-2  # every train image is in the sample
-    with pytest.raises(LtrainError, match="needs data.image_size"):
+    with pytest.raises(LtrainError, match=r"needs data\.image_size"):
         ImageFolderData(str(root), model_name="mlp").setup()
 
 

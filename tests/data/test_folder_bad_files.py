@@ -107,7 +107,7 @@ def test_an_empty_class_folder_is_refused_naming_it(tmp_path):
 
 def test_a_single_class_folder_is_refused(tmp_path):
     root = write_folder(tmp_path / "photos", classes=("cat",))
-    with pytest.raises(LtrainError, match="has 1 class .*a classifier needs at least 2"):
+    with pytest.raises(LtrainError, match=r"has 1 class .*a classifier needs at least 2"):
         _dm(root).setup()
 
 
@@ -143,5 +143,5 @@ def test_a_file_that_fails_to_decode_in_a_worker_reaches_the_user_as_one_named_e
     message = str(err.value)
     assert message.startswith(f"cannot read the image {bad}") and "Traceback" not in message
     assert "data.check_files=decode" in message
-    with pytest.raises(BadImageError, match="zz_damaged.jpg"):  # check_files=decode finds it at setup
+    with pytest.raises(BadImageError, match=r"zz_damaged\.jpg"):  # check_files=decode finds it at setup
         _dm(root, val_fraction=0.25, test_fraction=0.25, check_files="decode").setup()
