@@ -257,6 +257,8 @@ def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         )
     run_cfg, ckpt = find_run(cfg.source, cfg.checkpoint)
     data_cfg = cfg.data if cfg.get("data") else run_cfg.data
+    if "model_name" in data_cfg:  # a streamed image folder: the run's model's own preprocessing
+        data_cfg = OmegaConf.merge(data_cfg, {"model_name": str(run_cfg.model.name)})
     dm = instantiate(data_cfg, _convert_="all")
     dm.prepare_data()
     dm.setup()

@@ -156,6 +156,17 @@ def test_a_timm_model_trains_on_a_streamed_folder_through_ltrain_train(tmp_path,
     }  # fmt: skip
     assert 0.0 <= run.results["test_acc"] <= 1.0
 
+    from ltrain.config import compose_config
+    from ltrain.inference.predict import predict
+
+    images = tmp_path / "new_photos"
+    images.mkdir()
+    Image.open(root / "cat" / "000.jpg").save(images / "a.jpg")
+    for extra in ([f"images={images}"], ["split=test", "data=image_folder", f"data.root={root}"]):
+        cfg = compose_config(f"source={tmp_path / 'run'}", "mc.samples=0", *extra, config_name="predict")
+        report = predict(cfg, tmp_path / "predicted")
+        assert report["inputs"] == (1 if extra[0].startswith("images") else len(run.datamodule.splits["test"]))
+
 
 def test_write_image_folder_round_trips_through_the_streamed_folder(tmp_path):
     from ltrain.data import write_image_folder
