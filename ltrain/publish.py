@@ -163,4 +163,9 @@ def preprocessing_of(datamodule: Any) -> dict[str, Any]:
     transform = getattr(transform, "transform", None)
     if transform is None or not hasattr(transform, "mean"):
         return {}
-    return {"mean": list(transform.mean), "std": list(transform.std), "interpolation": "bilinear", "crop_pct": 1.0}
+    return {
+        "mean": list(transform.mean),
+        "std": list(transform.std),
+        "interpolation": getattr(transform, "interpolation", "bilinear"),  # a streamed folder's: timm's own
+        "crop_pct": getattr(transform, "crop_pct", 1.0),
+    }

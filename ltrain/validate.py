@@ -86,6 +86,12 @@ TRAIN_RULES = [
     Rule("data.train_per_class", integer(1), "a whole number >= 1, or null for all", null=True),
     Rule("data.val_fraction", number(ge=0, lt=1), "a fraction in [0, 1)"),
     Rule("data.test_fraction", number(ge=0, lt=1), "a fraction in [0, 1)"),
+    # streamed image folders / lists (data=image_folder, data=image_list)
+    Rule("data.re_prob", number(ge=0, lt=1.0001), "a probability in [0, 1], e.g. data.re_prob=0.25"),
+    Rule("data.hflip", number(ge=0, lt=1.0001), "a probability in [0, 1], e.g. data.hflip=0.5"),
+    Rule("data.color_jitter", number(ge=0), "a number >= 0 (0: none), e.g. data.color_jitter=0.4"),
+    Rule("data.crop_pct", number(gt=0, lt=1.0001), "a fraction in (0, 1], or null for the model's", null=True),
+    Rule("data.stats_samples", integer(1), "a whole number >= 1, e.g. data.stats_samples=500"),
     Rule("model.drop_rate", number(ge=0, lt=1), "a rate in [0, 1)"),
     Rule("model.dropout_layers", integer(1), "a whole number >= 1, or null for all", null=True),
     Rule("test", boolean, "true or false"),

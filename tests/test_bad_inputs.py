@@ -58,6 +58,18 @@ TRAIN_CASES = [
         "is not a folder",
     ),
     (
+        "image_folder_bad_files_choice",
+        "an unknown bad-file policy for an image folder",
+        ["data=image_folder", "data.root=/nonexistent", "data.bad_files=ignore"],
+        "data.bad_files='ignore' is not one of ['error', 'skip']",
+    ),
+    (
+        "image_folder_erasing_prob",
+        "a random-erasing probability of 2",
+        ["data=image_folder", "data.root=/nonexistent", "data.re_prob=2"],
+        "data.re_prob=2 is not valid: expected a probability in [0, 1]",
+    ),
+    (
         "resume_missing_file",
         "resume from a checkpoint that is not there",
         ["resume=/nonexistent/last.ckpt"],
@@ -411,7 +423,7 @@ def test_a_damaged_image_in_an_image_folder_is_named(tmp_path, damage):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buffer, format="JPEG")
         bad.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(LtrainError, match="cannot read the image") as err:
-        _train(tmp_path, ["data=image_folder", f"data.root={root}", "data.load_size=16"])
+        _train(tmp_path, ["data=image_folder", f"data.root={root}", "data.image_size=16", "data.num_workers=0"])
     assert str(bad) in str(err.value) and "remove or replace it" in str(err.value)
     _nothing_written(tmp_path / "run")
 
@@ -625,7 +637,47 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
     (
         "a damaged image (not an image, or cut short) in an image folder",
         "test_a_damaged_image_in_an_image_folder_is_named",
-        "cannot read the image ROOT/dog/broken.jpg (…): the file is damaged or not an image; remove or replace it, then rerun",
+        "cannot read the image ROOT/dog/broken.jpg (…): the file is damaged or not an image; remove or replace it, then "
+        "rerun (or set data.bad_files=skip to leave such files out)",
+    ),
+    (
+        "unreadable images with data.bad_files=skip",
+        "tests/data/test_folder_bad_files.py::test_bad_files_skip_leaves_them_out_counted_and_named",
+        "(warning) data.bad_files=skip: left out 2 unreadable image file(s) in the train files of image_folder:ROOT: "
+        "ROOT/cat/page.png, ROOT/dog/cut.jpg",
+    ),
+    (
+        "a text file (notes.txt) inside a class folder",
+        "tests/data/test_folder_bad_files.py::test_a_text_file_in_a_class_folder_is_not_an_image_and_is_ignored",
+        "(no error) not an image by extension: left out, logged: ROOT: ignored 1 file(s) that are not images by "
+        "extension: cat/notes.txt",
+    ),
+    (
+        "CMYK, palette, RGBA, LA, grey or 16-bit grey images in a folder",
+        "tests/data/test_folder_bad_files.py::test_odd_colour_modes_decode_to_three_channels",
+        "(no error) converted to RGB (alpha dropped as torchvision's loader does; 16-bit grey scaled to 8 bits)",
+    ),
+    (
+        "an empty class folder",
+        "tests/data/test_folder_bad_files.py::test_an_empty_class_folder_is_refused_naming_it",
+        "the class folder ROOT/emu has no image files (.jpg, .jpeg, …): add images to it or remove the folder",
+    ),
+    (
+        "an image folder with a single class",
+        "tests/data/test_folder_bad_files.py::test_a_single_class_folder_is_refused",
+        "ROOT has 1 class (['cat']): a classifier needs at least 2; add a folder (or label) per class",
+    ),
+    (
+        "an image list (data=image_list) naming a missing file, a bad row or an unknown test label",
+        "tests/data/test_folder_bad_files.py::test_a_csv_naming_a_missing_file_or_a_bad_row_is_refused_naming_the_line",
+        "CSV line 4: the image ROOT/cat/gone.jpg does not exist; fix the path or drop the row",
+    ),
+    (
+        "an image that fails to decode in a DataLoader worker mid-epoch",
+        "tests/data/test_folder_bad_files.py::test_a_file_that_fails_to_decode_in_a_worker_reaches_the_user_as_one_named_error",
+        "cannot read the image ROOT/cat/zz_damaged.jpg (OSError: …): the file is damaged or not an image; remove or "
+        "replace it, then rerun (data.check_files=decode finds every such file before training, data.bad_files=skip "
+        "then leaves them out) — no worker traceback",
     ),
     (
         "ltrain-export source=RUN whose checkpoint is truncated or has flipped bytes",

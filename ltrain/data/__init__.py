@@ -2,16 +2,25 @@
 
 from ltrain.data.base import ImageClassificationData, ImageTransform, TensorImageDataset
 from ltrain.data.embedded import MnistEmbedded
-from ltrain.data.folder import ImageFolderData
+from ltrain.data.files import BadImageError
+from ltrain.data.folder import ImageFileDataset, ImageFolderData, ImageListData, StreamingImageData
 from ltrain.data.idx import FashionMnistIdx
+from ltrain.data.preprocess import ImagePreprocess
 from ltrain.data.torchvision_sets import TorchvisionData
+from ltrain.data.write import write_image_folder
 
 __all__ = [
+    "BadImageError",
     "FashionMnistIdx",
     "ImageClassificationData",
+    "ImageFileDataset",
     "ImageFolderData",
+    "ImageListData",
+    "ImagePreprocess",
     "ImageTransform",
     "MnistEmbedded",
+    "StreamingImageData",
     "TensorImageDataset",
     "TorchvisionData",
+    "write_image_folder",
 ]

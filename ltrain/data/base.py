@@ -241,24 +241,12 @@ class ImageClassificationData(L.LightningDataModule):
         names = arrays.class_names or [str(c) for c in range(int(arrays.train_y.max()) + 1)]
         self.class_names = [names[c] for c in self.classes] if self.classes else names
         if arrays.test_x is not None:
-            train_idx, val_idx = stratified_split(labels, [1.0, self.val_fraction], self.split_seed)
             t_keep, test_y = select_classes(arrays.test_y, self.classes)
             test_x = arrays.test_x[t_keep]
-            test_idx = None
+            train_idx, val_idx, test_idx = self.split_examples(labels, len(test_y))
         else:
-            train_idx, val_idx, test_idx = stratified_split(
-                labels, [1.0, self.val_fraction, self.test_fraction], self.split_seed
-            )
+            train_idx, val_idx, test_idx = self.split_examples(labels)
             test_x, test_y = images[test_idx], labels[test_idx]
-        train_idx = cap_per_class(train_idx, labels, self.train_per_class, self.split_seed)
-        if len(train_idx) == 0 or len(val_idx) == 0 or len(test_y) == 0:
-            raise LtrainError(
-                f"the split is empty (train {len(train_idx)}, val {len(val_idx)}, test {len(test_y)}): "
-                "use more data or larger data.val_fraction / data.test_fraction"
-            )
-        self.split_indices = {"train": train_idx, "val": val_idx}
-        if test_idx is not None:
-            self.split_indices["test"] = test_idx
         mean, std = channel_stats(_match_channels_batch(images[train_idx], self.channels), self.standardize)
         common = {"mean": mean, "std": std, "size": self.image_size, "channels": self.channels}
         train_tf = ImageTransform(**common, augment=self.augment)
@@ -268,6 +256,31 @@ class ImageClassificationData(L.LightningDataModule):
             "val": TensorImageDataset(images[val_idx], labels[val_idx], eval_tf),
             "test": TensorImageDataset(test_x, test_y, eval_tf),
         }
+
+    def split_examples(self, labels: torch.Tensor, official_test: int | None = None):
+        """(train, val, test) indices into ``labels``: stratified with ``split_seed``, train capped per class.
+
+        With an official test split (``official_test`` examples) nothing is held out for testing here and
+        ``test`` is None. Also records ``split_indices``.
+        """
+        if official_test is not None:
+            train_idx, val_idx = stratified_split(labels, [1.0, self.val_fraction], self.split_seed)
+            test_idx, n_test = None, official_test
+        else:
+            train_idx, val_idx, test_idx = stratified_split(
+                labels, [1.0, self.val_fraction, self.test_fraction], self.split_seed
+            )
+            n_test = len(test_idx)
+        train_idx = cap_per_class(train_idx, labels, self.train_per_class, self.split_seed)
+        if len(train_idx) == 0 or len(val_idx) == 0 or n_test == 0:
+            raise LtrainError(
+                f"the split is empty (train {len(train_idx)}, val {len(val_idx)}, test {n_test}): "
+                "use more data or larger data.val_fraction / data.test_fraction"
+            )
+        self.split_indices = {"train": train_idx, "val": val_idx}
+        if test_idx is not None:
+            self.split_indices["test"] = test_idx
+        return train_idx, val_idx, test_idx
 
     # --- loaders --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

@@ -95,8 +95,10 @@ class ImageFiles(Dataset):
         if not files:
             raise LtrainError(f"images={folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) found there")
         self.files = files
-        self.shape = tuple(dm.splits["train"].images.shape[1:])  # the stored (pre-transform) (C, H, W)
-        self.transform = dm.splits["test"].transform
+        test = dm.splits["test"]
+        self.load = getattr(test, "load", None)  # a streamed folder decodes files itself (full size, its mode)
+        self.shape = None if self.load else tuple(dm.splits["train"].images.shape[1:])  # stored (C, H, W)
+        self.transform = test.transform
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,6 +106,8 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         from PIL import Image
 
+        if self.load is not None:
+            return self.transform(self.load(self.files[i])), torch.tensor(-1)
         c, h, w = self.shape
         img = Image.open(self.files[i]).convert("L" if c == 1 else "RGB").resize((w, h))
         arr = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).reshape(h, w, c).permute(2, 0, 1)
@@ -253,6 +257,8 @@ def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         )
     run_cfg, ckpt = find_run(cfg.source, cfg.checkpoint)
     data_cfg = cfg.data if cfg.get("data") else run_cfg.data
+    if "model_name" in data_cfg:  # a streamed image folder: the run's model's own preprocessing
+        data_cfg = OmegaConf.merge(data_cfg, {"model_name": str(run_cfg.model.name)})
     dm = instantiate(data_cfg, _convert_="all")
     dm.prepare_data()
     dm.setup()
