@@ -133,3 +133,20 @@ def test_a_short_run_with_mixup_trains_and_resumes_to_the_uninterrupted_weights(
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert np.isfinite(full.results["test_loss"]) and full.results["test_acc"] > 0.6, full.results
+
+
+def test_a_feature_cache_under_a_module_that_mixes_its_inputs_is_refused_before_the_first_step(cfg_factory, tmp_path):
+    from ltrain.callbacks import FreezeSchedule, FrozenFeatureCache
+    from tests.tiny_runs import tiny_trainer
+
+    cfg = cfg_factory("model.hidden=[16,16]", "mixup=default", "data.train_per_class=20", "data.batch_size=16")
+    dm = build_datamodule(cfg)
+    from ltrain.train import build_module
+
+    module = build_module(cfg, dm)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    trainer = tiny_trainer(tmp_path, FreezeSchedule([{"trainable": "head"}]), FrozenFeatureCache())
+    with pytest.raises(LtrainError, match="mixes its training inputs .* cannot be mixed exactly"):
+        trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 0
+    assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())
