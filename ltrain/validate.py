@@ -137,7 +137,7 @@ def check_mixup(cfg: DictConfig) -> None:
     batch = OmegaConf.select(cfg, "data.batch_size", default=None)
     if _is_int(batch) and batch % 2:
         raise LtrainError(
-            f"mixup=default mixes each training batch with its reverse and needs an even data.batch_size, "
+            f"mixup mixes each training batch with its reverse and needs an even data.batch_size, "
             f"got data.batch_size={batch}: use e.g. data.batch_size={batch + 1}"
         )
     if cfg.get("cache"):

@@ -41,7 +41,12 @@ def test_cfg_job_prints_the_composed_config():
 def test_cfg_job_shows_the_mixup_keys():
     out = run("ltrain", "--cfg", "job", "mixup=default", "mixup.cutmix_alpha=0")
     assert out.returncode == 0, out.stderr
-    for line in ("mixup:\n  _target_: ltrain.modules.BatchMixup", "  mixup_alpha: 0.8", "  cutmix_alpha: 0", "  seed: ${seed}"):
+    for line in (
+        "mixup:\n  _target_: ltrain.modules.BatchMixup",
+        "  mixup_alpha: 0.8",
+        "  cutmix_alpha: 0",
+        "  seed: ${seed}",
+    ):
         assert line in out.stdout, line
 
 

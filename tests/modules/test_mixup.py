@@ -89,16 +89,16 @@ def test_validation_and_test_batches_are_not_mixed():
 
 def test_refusals_name_the_key():
     x, y = _batch()
-    with pytest.raises(LtrainError, match="needs an even batch, got 7: use an even data.batch_size"):
+    with pytest.raises(LtrainError, match=r"needs an even batch, got 7: use an even data\.batch_size"):
         BatchMixup(num_classes=5)(x[:7], y[:7], epoch=0, batch_idx=0)
     with pytest.raises(LtrainError, match="CutMix needs"):
         BatchMixup(num_classes=5)(x.flatten(1), y, epoch=0, batch_idx=0)
-    with pytest.raises(LtrainError, match="set mixup.cutmix_alpha=0"):
+    with pytest.raises(LtrainError, match=r"set mixup\.cutmix_alpha=0"):
         BatchMixup().bind(10, (784,))
     BatchMixup(cutmix_alpha=0.0).bind(10, (784,))(x.flatten(1), y, epoch=0, batch_idx=0)  # mixup only: flat is fine
     with pytest.raises(LtrainError, match=r"class indices in \[0, 3\)"):
         BatchMixup(num_classes=3)(x, y, epoch=0, batch_idx=0)
-    with pytest.raises(LtrainError, match="mixup.num_classes=4 but the data has 5"):
+    with pytest.raises(LtrainError, match=r"mixup\.num_classes=4 but the data has 5"):
         _module(BatchMixup(num_classes=4))
     with pytest.raises(LtrainError, match="loss='mse' does not take"):
         _module(BatchMixup(), loss="mse")
@@ -146,7 +146,7 @@ def test_a_feature_cache_under_a_module_that_mixes_its_inputs_is_refused_before_
     module = build_module(cfg, dm)
     before = {k: v.clone() for k, v in module.state_dict().items()}
     trainer = tiny_trainer(tmp_path, FreezeSchedule([{"trainable": "head"}]), FrozenFeatureCache())
-    with pytest.raises(LtrainError, match="mixes its training inputs .* cannot be mixed exactly"):
+    with pytest.raises(LtrainError, match=r"mixes its training inputs .* cannot be mixed exactly"):
         trainer.fit(module, datamodule=dm)
     assert trainer.global_step == 0
     assert all(torch.equal(v, module.state_dict()[k]) for k, v in before.items())
