@@ -43,6 +43,13 @@ def build_mixup(cfg: DictConfig, dm: ImageClassificationData) -> BatchMixup | No
     if not cfg.get("mixup"):
         return None
     mixup = instantiate(cfg.mixup, _convert_="all").bind(dm.num_classes, dm.input_shape)
+    n_train = len(dm.splits["train"])
+    if n_train < dm.batch_size:
+        raise LtrainError(
+            f"mixup drops the last incomplete training batch, and the training split has {n_train} examples, fewer "
+            f"than data.batch_size={dm.batch_size}: every training batch would be dropped. Use an even "
+            f"data.batch_size <= {n_train - n_train % 2}, or more training data"
+        )
     dm.train_drop_last = True
     return mixup
 

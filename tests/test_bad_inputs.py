@@ -57,6 +57,12 @@ TRAIN_CASES = [
         ["mixup=default", "freeze=head_only", "cache=memory"],
         "mixup with a feature cache cannot be exact",
     ),
+    (
+        "mixup_batch_over_train",
+        "Mixup with a batch larger than the training split",
+        ["mixup=default", "data.train_per_class=2"],
+        "every training batch would be dropped",
+    ),
     ("mixup_with_mse", "Mixup with the MSE loss", ["mixup=default", "loss=mse"], "which loss='mse' does not take"),
     (
         "mixup_num_classes",
