@@ -24,12 +24,34 @@ from ltrain.history import METRICS_FILE, epochs_done, keep_history
 from ltrain.io import atomic_write_json
 from ltrain.models.factory import build_model, check_model_name
 from ltrain.modules.classifier import ClassifierModule
+from ltrain.modules.mixup import BatchMixup
 from ltrain.optim.lr_find import find_lr
 from ltrain.plots import plot_learning_curves
 from ltrain.presets import apply_preset
 from ltrain.publish import check_push, preprocessing_of, push_trained
 from ltrain.resume import check_checkpoint, find_resume_point
 from ltrain.validate import check_input_size, validate_train_config
+
+
+def build_mixup(cfg: DictConfig, dm: ImageClassificationData) -> BatchMixup | None:
+    """The ``mixup`` group's BatchMixup bound to the data's classes; the data then drops its last odd batch.
+
+    timm's Mixup mixes a batch with its reverse, so every training batch must be even: ``data.batch_size`` is
+    checked even (:func:`ltrain.validate.check_mixup`) and the last incomplete batch is dropped, as timm's own
+    training loader does.
+    """
+    if not cfg.get("mixup"):
+        return None
+    mixup = instantiate(cfg.mixup, _convert_="all").bind(dm.num_classes, dm.input_shape)
+    n_train = len(dm.splits["train"])
+    if n_train < dm.batch_size:
+        raise LtrainError(
+            f"mixup drops the last incomplete training batch, and the training split has {n_train} examples, fewer "
+            f"than data.batch_size={dm.batch_size}: every training batch would be dropped. Use an even "
+            f"data.batch_size <= {n_train - n_train % 2}, or more training data"
+        )
+    dm.train_drop_last = True
+    return mixup
 
 
 def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModule:
@@ -44,6 +66,7 @@ def build_module(cfg: DictConfig, dm: ImageClassificationData) -> ClassifierModu
         l1=cfg.get("l1", 0.0),
         l2=cfg.get("l2", 0.0),
         loss=cfg.get("loss", "cross_entropy"),
+        mixup=build_mixup(cfg, dm),
     )
 
 

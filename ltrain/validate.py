@@ -124,6 +124,33 @@ def validate_train_config(cfg: DictConfig) -> None:
         raise LtrainError(
             f"data.classes={list(classes)} keeps one class: a classifier needs at least 2, e.g. data.classes=[0,1]"
         )
+    check_mixup(cfg)
+
+
+def check_mixup(cfg: DictConfig) -> None:
+    """Refuse what Mixup/CutMix cannot do exactly: an odd batch, a feature cache, a loss without soft targets.
+
+    The mixup keys' own values are checked when the ``mixup`` group is instantiated (``BatchMixup``).
+    """
+    if not cfg.get("mixup"):
+        return
+    batch = OmegaConf.select(cfg, "data.batch_size", default=None)
+    if _is_int(batch) and batch % 2:
+        raise LtrainError(
+            f"mixup mixes each training batch with its reverse and needs an even data.batch_size, "
+            f"got data.batch_size={batch}: use e.g. data.batch_size={batch + 1}"
+        )
+    if cfg.get("cache"):
+        raise LtrainError(
+            "mixup with a feature cache cannot be exact: the cache holds the frozen layers' outputs of unmixed "
+            "images, and mixing those is not mixing the images. Drop one: mixup=null or cache=null"
+        )
+    loss = cfg.get("loss", "cross_entropy")
+    if loss != "cross_entropy":
+        raise LtrainError(
+            f"mixup trains on soft (mixed) targets, which loss={loss!r} does not take: "
+            "use loss=cross_entropy (timm's SoftTargetCrossEntropy on the mixed targets) or mixup=null"
+        )
 
 
 def validate_predict_config(cfg: DictConfig) -> None:

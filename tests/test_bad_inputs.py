@@ -44,6 +44,51 @@ TRAIN_CASES = [
         "fewer than the cap of 1000",
     ),
     ("bad_augment", "an unknown augmentation", ["data.augment=mixup"], "data.augment='mixup' is not one of"),
+    # mixup=default (timm's Mixup/CutMix on training batches): what cannot be exact is refused before training
+    (
+        "mixup_odd_batch",
+        "Mixup with an odd batch size",
+        ["mixup=default", "data.batch_size=63"],
+        "needs an even data.batch_size, got data.batch_size=63",
+    ),
+    (
+        "mixup_with_cache",
+        "Mixup with a frozen-feature cache",
+        ["mixup=default", "freeze=head_only", "cache=memory"],
+        "mixup with a feature cache cannot be exact",
+    ),
+    (
+        "mixup_batch_over_train",
+        "Mixup with a batch larger than the training split",
+        ["mixup=default", "data.train_per_class=2"],
+        "every training batch would be dropped",
+    ),
+    ("mixup_with_mse", "Mixup with the MSE loss", ["mixup=default", "loss=mse"], "which loss='mse' does not take"),
+    (
+        "mixup_num_classes",
+        "Mixup for another number of classes than the data's",
+        ["mixup=default", "mixup.num_classes=5"],
+        "mixup.num_classes=5 but the data has 10 classes",
+    ),
+    (
+        "mixup_nothing",
+        "Mixup with both alphas 0",
+        ["mixup=default", "mixup.mixup_alpha=0", "mixup.cutmix_alpha=0"],
+        "mix nothing: set one of them > 0",
+    ),
+    ("mixup_mode", "an unknown Mixup mode", ["mixup=default", "mixup.mode=pairs"], "mixup.mode='pairs' is not one of"),
+    (
+        "mixup_prob",
+        "a Mixup probability of 1.5",
+        ["mixup=default", "mixup.prob=1.5"],
+        "mixup.prob=1.5 is not valid: expected a probability in [0, 1]",
+    ),
+    (
+        "cutmix_minmax_reversed",
+        "a CutMix box range with min above max",
+        ["mixup=default", "mixup.cutmix_minmax=[0.8,0.2]"],
+        "mixup.cutmix_minmax=[0.8, 0.2] is not valid",
+    ),
     ("zero_batch", "a batch size of 0", ["data.batch_size=0"], "data.batch_size=0 is not valid: expected a whole"),
     (
         "bad_split",
@@ -467,6 +512,24 @@ def test_mc_dropout_with_no_samples_is_refused():
 
 
 EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
+    (
+        "FrozenFeatureCache beside a LightningModule that mixes its inputs (Python API)",
+        "tests/modules/test_mixup.py::test_a_feature_cache_under_a_module_that_mixes_its_inputs_is_refused_before_the_first_step",
+        "ClassifierModule mixes its training inputs (Mixup/CutMix): features cached from unmixed inputs cannot be "
+        "mixed exactly. Drop one: mixup=null or the cache option",
+    ),
+    (
+        "BatchMixup given an odd batch (Python API; ltrain drops the last odd batch itself)",
+        "tests/modules/test_mixup.py::test_refusals_name_the_key",
+        "Mixup/CutMix mixes a batch with its reverse and needs an even batch, got 7: use an even data.batch_size "
+        "and drop the last incomplete batch (DataLoader(drop_last=True); ltrain does both)",
+    ),
+    (
+        "CutMix on inputs that are not (C, H, W) images",
+        "tests/modules/test_mixup.py::test_refusals_name_the_key",
+        "CutMix cuts boxes out of images, but the inputs have shape (784,), not (C, H, W): set "
+        "mixup.cutmix_alpha=0 (mixup only) or feed images",
+    ),
     (
         "resume=auto into its own FINISHED run (hydra.run.dir=RUN)",
         "tests/test_resume.py::test_resume_auto_never_reopens_a_finished_run",

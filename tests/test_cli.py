@@ -38,6 +38,18 @@ def test_cfg_job_prints_the_composed_config():
     assert out.returncode == 0 and "hidden:\n  - 10\n  - 10" in out.stdout
 
 
+def test_cfg_job_shows_the_mixup_keys():
+    out = run("ltrain", "--cfg", "job", "mixup=default", "mixup.cutmix_alpha=0")
+    assert out.returncode == 0, out.stderr
+    for line in (
+        "mixup:\n  _target_: ltrain.modules.BatchMixup",
+        "  mixup_alpha: 0.8",
+        "  cutmix_alpha: 0",
+        "  seed: ${seed}",
+    ):
+        assert line in out.stdout, line
+
+
 def test_unknown_model_exits_nonzero_naming_close_matches():
     out = run("ltrain", "model.name=resnet_18x")
     assert out.returncode != 0

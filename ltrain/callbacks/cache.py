@@ -174,6 +174,11 @@ class FrozenFeatureCache(Callback):
         if split is None:
             rank_zero_info("FrozenFeatureCache: no frozen layer group below the trainable ones; training uncached")
             return
+        if getattr(pl_module, "mixes_inputs", False):
+            raise LtrainError(
+                f"{type(pl_module).__name__} mixes its training inputs (Mixup/CutMix): features cached from unmixed "
+                "inputs cannot be mixed exactly. Drop one: mixup=null or the cache option"
+            )
         for name, ds in self._datasets.items():
             _check_deterministic(ds, name, self.views if name == "train" else None)
         self._precision = trainer.precision_plugin

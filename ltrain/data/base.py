@@ -179,6 +179,7 @@ class ImageClassificationData(L.LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.train_drop_last = False  # True: drop the last incomplete training batch (set by ltrain for mixup)
         self.splits: dict[str, TensorImageDataset] = {}
         self._content: str | None = None
         self.split_indices: dict[str, torch.Tensor] = {}
@@ -296,7 +297,7 @@ class ImageClassificationData(L.LightningDataModule):
             shuffle=distributed,
             sampler=sampler,
             num_workers=self.num_workers,
-            drop_last=False,
+            drop_last=self.train_drop_last,
         )
 
     def val_dataloader(self) -> DataLoader:

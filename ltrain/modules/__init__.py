@@ -5,9 +5,11 @@ from ltrain.modules.classifier import ClassifierModule
 from ltrain.modules.contrastive import ContrastiveAugment, SimCLRModule, nt_xent
 from ltrain.modules.corruption import CorruptionDiscriminationModule
 from ltrain.modules.encoders import encoder_of
+from ltrain.modules.mixup import BatchMixup, soft_target_cross_entropy
 from ltrain.modules.siamese import SiameseModule
 
 __all__ = [
+    "BatchMixup",
     "ClassifierModule",
     "ContrastiveAugment",
     "CorruptionDiscriminationModule",
@@ -19,4 +21,5 @@ __all__ = [
     "encoder_of",
     "fit_greedy_layerwise",
     "nt_xent",
+    "soft_target_cross_entropy",
 ]

@@ -16,6 +16,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ltrain.errors import LtrainError
+from ltrain.modules.mixup import BatchMixup, soft_target_cross_entropy
 from ltrain.optim.lr_scheduler import LRSchedulerConfig, optimizers_for
 
 
@@ -37,6 +38,9 @@ class ClassifierModule(L.LightningModule):
         scheduler: optional LR scheduler config (see :class:`LRSchedulerConfig`).
         l1, l2: penalty weights on parameters with more than one dimension (weights, not biases or BN).
         loss: "cross_entropy" (the default) or "mse" (on softmax probabilities vs one-hot; trains slower).
+        mixup: optional :class:`BatchMixup`: training batches are mixed (Mixup/CutMix) and the loss is timm's
+            SoftTargetCrossEntropy on the mixed targets; accuracy stays on the hard labels, val/test are
+            untouched. Needs ``loss="cross_entropy"`` (the only loss here that takes soft targets).
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class ClassifierModule(L.LightningModule):
         l1: float = 0.0,
         l2: float = 0.0,
         loss: str = "cross_entropy",
+        mixup: BatchMixup | None = None,
     ):
         super().__init__()
         self.model = model
@@ -58,6 +63,12 @@ class ClassifierModule(L.LightningModule):
         if loss not in LOSSES:
             raise LtrainError(f"loss={loss!r} is not one of {sorted(LOSSES)}")
         self.loss_name = loss
+        if mixup is not None and loss != "cross_entropy":
+            raise LtrainError(
+                f"mixup trains on soft (mixed) targets, which loss={loss!r} does not take: "
+                "use loss=cross_entropy (timm's SoftTargetCrossEntropy on the mixed targets) or mixup=null"
+            )
+        self.mixup = mixup.bind(num_classes) if mixup is not None else None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -78,11 +89,21 @@ class ClassifierModule(L.LightningModule):
                     penalty = penalty + self.l2 * p.pow(2).sum()
         return penalty
 
-    def _step(self, batch, stage: str, metric) -> torch.Tensor:
+    @property
+    def mixes_inputs(self) -> bool:
+        """True when training inputs are mixed: a feature cache of unmixed inputs would be wrong (it refuses)."""
+        return self.mixup is not None
+
+    def _step(self, batch, stage: str, metric, batch_idx: int = 0) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
-        loss = LOSSES[self.loss_name](logits, y)
-        metric(logits, y)
+        if stage == "train" and self.mixup is not None:
+            x, soft = self.mixup(x, y, self.current_epoch, batch_idx, self.global_rank)
+            logits = self(x)
+            loss = soft_target_cross_entropy(logits, soft)
+        else:
+            logits = self(x)
+            loss = LOSSES[self.loss_name](logits, y)
+        metric(logits, y)  # hard labels, also on mixed training batches
         on_step = stage == "train"
         self.log(
             f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=stage != "train", sync_dist=not on_step
@@ -91,7 +112,7 @@ class ClassifierModule(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train", self.train_acc) + self.weight_penalty()
+        return self._step(batch, "train", self.train_acc, batch_idx) + self.weight_penalty()
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._step(batch, "val", self.val_acc)
