@@ -43,6 +43,7 @@ class Stream(IntEnum):
     TRAIN_BATCH = 7  # callbacks.epoch_seed.EpochSeed: (seed, epoch, batch) -> global RNGs before a batch
     MC_BATCH = 8  # inference.evaluation.MCSettings.batch_seed: (seed, global batch) -> a batch's MC seed
     MC_MASK = 9  # inference.sites: (batch seed, site, sample) -> one dropout mask
+    MIXUP = 10  # modules.mixup.batch_seed: (seed, epoch, batch, rank) -> one batch's Mixup/CutMix draws
 
 
 def derive_seed(*parts: int, bits: int = 63) -> int:

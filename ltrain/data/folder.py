@@ -36,6 +36,7 @@ from ltrain.data.files import (
 from ltrain.data.preprocess import INTERPOLATIONS, ImagePreprocess, model_preprocessing
 from ltrain.data.subsets import select_classes
 from ltrain.errors import LtrainError, close_matches
+from ltrain.seeding import Stream, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,8 @@ STREAM_AUGMENTATIONS = ("none", "timm")
 
 
 def example_seed(seed: int, epoch: int, index: int) -> int:
-    """The seed of example ``index``'s augmentation in ``epoch`` (the pattern of TensorImageDataset)."""
-    return ((seed * 1_000_003 + epoch) * 10_000_019 + int(index)) % 2**63
+    """The seed of example ``index``'s augmentation in ``epoch`` (the stream TensorImageDataset draws from)."""
+    return derive_seed(Stream.AUGMENT, seed, epoch, int(index))
 
 
 class ImageFileDataset(Dataset):

@@ -38,6 +38,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 
 from ltrain.errors import LtrainError
+from ltrain.seeding import Stream, derive_seed
 
 MODES = ("batch", "pair", "elem")
 
@@ -52,10 +53,10 @@ def soft_target_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> tor
 def batch_seed(seed: int, epoch: int, batch_idx: int, rank: int = 0) -> int:
     """The numpy seed of one batch's mixing draws: a function of (run seed, epoch, batch index, rank) only.
 
-    Salted differently from :class:`ltrain.callbacks.EpochSeed`'s per-batch seed, so the mixing draws are not
+    Its own stream (not :class:`ltrain.callbacks.EpochSeed`'s per-batch seed), so the mixing draws are not
     the numpy stream that callback starts for the same batch.
     """
-    return ((((seed * 1_000_003 + epoch) * 100_003 + batch_idx) * 1_009 + rank) * 7 + 3) % 2**32
+    return derive_seed(Stream.MIXUP, seed, epoch, batch_idx, rank, bits=32)
 
 
 def _probability(key: str, value: float) -> float:
