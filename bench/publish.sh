@@ -36,5 +36,6 @@ for name in "$@"; do
   "$BIN/ltrain-report" "${args[@]}"
   "$BIN/python" bench/update_readme.py "$name" "$dir/report.md"
   if [[ -f docs/results/$name.png ]]; then cp "$dir/report.png" "docs/results/$name.png"; fi
+  if [[ -f docs/results/${name}_curves_s0.png ]]; then cp "$dir/seeds_0/0/curves.png" "docs/results/${name}_curves_s0.png"; fi
   echo "$name: $(( ($(date +%s) - start) / 60 )) min wall, 2 processes" | tee -a "$OUT/times.txt"
 done
