@@ -68,7 +68,14 @@ def test_train_augmentation_depends_only_on_seed_epoch_and_index_and_leaves_glob
 
 def test_worker_processes_serve_the_same_batches_as_the_main_process(tmp_path):
     root = write_folder(tmp_path / "photos", per_class=6, size=40)
-    dm = ImageFolderData(str(root), model_name="resnet18", image_size=32, augment="timm", re_prob=0.5)
+    dm = ImageFolderData(
+        str(root),
+        model_name="resnet18",
+        image_size=32,
+        augment="timm",
+        re_prob=0.5,
+        auto_augment="rand-m9-mstd0.5",
+    )
     dm.setup()
     train = dm.splits["train"]
     train.seed, train.epoch = 3, 2
