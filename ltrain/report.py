@@ -60,11 +60,17 @@ def run_config(results_file: Path) -> dict[str, Any] | None:
     for path in (results_file.parent / "config.yaml", results_file.parent / ".hydra" / "config.yaml"):
         if path.is_file():
             flat = _flatten(OmegaConf.to_container(load_saved_config(path), resolve=False))
-            return {k: v for k, v in flat.items() if k.split(".")[0] not in SEED_KEYS}
+            return {k: v for k, v in flat.items() if k.split(".")[0] not in SEED_KEYS and not _seed_copy(k, v, flat)}
     return None
 
 
 SEED_KEYS = ("seed", "resume")  # what may differ between the runs pooled into one row
+
+
+def _seed_copy(key: str, value: str, flat: dict[str, str]) -> bool:
+    """A ``*.seed`` key holding the run's own seed (``mc.seed: ${oc.select:seed,0}`` is saved resolved): it varies
+    with the seed, so it must not split runs that differ only in their seed into rows of their own."""
+    return key.rsplit(".", 1)[-1] == "seed" and value == flat.get("seed")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:

@@ -119,3 +119,16 @@ def test_report_names_a_damaged_results_file(tmp_path):
     )
     assert out.returncode == 2 and f"cannot read {tmp_path / 'a' / 'results.json'}" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_seed_key_that_copies_the_run_seed_does_not_split_the_pool_but_a_swept_one_does(tmp_path):
+    """mc.seed follows the run's seed (recipe=mc_fashion saves it resolved): five seeds are one row, while
+    a sweep of mc.seed at one training seed is a difference worth its own rows."""
+    from ltrain.report import write_report
+
+    for s in range(3):
+        _fake_run(tmp_path / "pooled", str(s), ["recipe=mc_fashion", f"seed={s}", f"mc.seed={s}"], 0.8 + s / 100)
+    assert set(write_report(tmp_path / "pooled")["summary"]) == {"run"}
+    for m in range(2):
+        _fake_run(tmp_path / "swept", str(m), ["recipe=mc_fashion", "seed=0", f"mc.seed={m + 5}"], 0.8)
+    assert "rows differ in mc.seed" in write_report(tmp_path / "swept")["markdown"]
