@@ -61,7 +61,7 @@ from ltrain.callbacks.cache_data import (
     cache_key,
     load_features,
 )
-from ltrain.callbacks.cache_file import FeatureWriter, map_features, read_header
+from ltrain.callbacks.cache_file import FeatureWriter, map_features, read_header, release_freed_memory
 from ltrain.callbacks.freeze import FreezeSchedule
 from ltrain.errors import LtrainError
 from ltrain.models.network import find_network
@@ -449,6 +449,7 @@ class FrozenFeatureCache(Callback):
                     # the dtype the trunk produced (bf16 under bf16-mixed): what the uncached suffix receives
                     sink(view, start, split.prefix(x).cpu())
                     start += len(x)
+                    release_freed_memory()  # the batch's activations, or glibc keeps hundreds of MiB resident
                     if view == 0:
                         labels.append(y)
         if views > 1:
