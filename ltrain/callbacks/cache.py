@@ -434,6 +434,7 @@ class FrozenFeatureCache(Callback):
             multiprocessing_context=context if workers else None,
             collate_fn=_stack_items,
             pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(0),  # its workers' seed: never drawn from the global RNG
         )
         labels = []
         # inference mode: no autograd bookkeeping; its tensors never reach autograd (the sink copies them)
