@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ltrain.errors import LtrainError
+
 HEADER_BYTES = 4096  # the data starts on a page boundary: the features map straight onto pages
 SAFETENSORS_DTYPES = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -239,7 +241,11 @@ class MappedFeatures:
                 self._fd, [buffer[i * self.row_bytes : i * self.row_bytes + size]], base + index[i] * self.row_bytes
             )
             if got != size:
-                raise OSError(f"{self.path}: read {got} of {size} bytes at row {index[i]} (the file was cut short)")
+                raise LtrainError(
+                    f"FrozenFeatureCache: the cache file {self.path} was cut short while this run read it (row "
+                    f"{index[i]} of view {view}: {got} of {size} bytes): something truncated or rewrote it in "
+                    "place. Rerun: the next run finds it damaged and recomputes it"
+                )
             i = j
         return out
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ltrain.callbacks import FrozenFeatureCache
 from ltrain.callbacks.cache_data import load_features
+from ltrain.errors import LtrainError
 from ltrain.modules.classifier import ClassifierModule
 
 SCRIPT = Path(__file__).resolve().parent / "cache_rss_script.py"
@@ -110,3 +111,34 @@ def test_the_cache_file_is_a_safetensors_file_whose_features_match_the_mapped_on
     torch.testing.assert_close(cached.gather(0, rows), features[0, rows], rtol=0, atol=0)
     reread = load_features(path, path.parent.name.ljust(64, "?"), torch.arange(240))
     assert reread is None  # another key: a miss, never a read of someone else's features
+
+
+class TruncateAtEpochEnd(L.Callback):
+    """Cuts the train cache file in half after epoch 0: another process truncating it under a running fit."""
+
+    def __init__(self, cache: FrozenFeatureCache):
+        self.cache = cache
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        path = self.cache.files["train"]
+        os.truncate(path, path.stat().st_size // 2)
+
+
+def test_a_cache_file_cut_short_under_a_running_fit_is_named_not_read_as_zeros(tmp_path):
+    x, y = torch.randn(200, 8, generator=torch.Generator().manual_seed(0)), torch.arange(200) % 3
+    net = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 3))
+    net[0].requires_grad_(False)
+    cache = FrozenFeatureCache(storage="disk", directory=str(tmp_path))
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[cache, TruncateAtEpochEnd(cache)],
+    )
+    module = ClassifierModule(net, 3, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1))
+    loader = DataLoader(TensorDataset(x, y), batch_size=50, shuffle=True)
+    with pytest.raises(LtrainError, match=r"cache file .*train-rank0of1.safetensors was cut short while this run read"):
+        trainer.fit(module, loader)
+    assert trainer.current_epoch == 1 and trainer.global_step == 4
