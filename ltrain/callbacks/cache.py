@@ -21,9 +21,12 @@ Lightning (which has no such callback) and why it is built this way:
   hook) a trainable parameter below the cut drops the cache, and a frozen tensor something rewrote is a
   recompute; a change found at a batch start (mid-epoch, where features are already loaded) is refused,
   naming the tensor.
-- **Keyed, opt-in reuse.** ``storage="disk"`` writes one safetensors file per (key, split, rank); with
-  ``reuse=True`` a later run with the same key (frozen weights, data description, split, transform, cut,
-  shard) reads it; any difference is another key, hence a recompute.
+- **Larger than RAM, on disk.** ``storage="disk"`` writes one file per (key, split, rank) batch by batch as
+  the features are computed and trains from it a batch at a time (:mod:`ltrain.callbacks.cache_file`), so
+  the process never holds all the features. With ``reuse=True`` a later run with the same key (frozen
+  weights, data description, split, transform, cut, shard) reads it; any difference is another key.
+- **Fast precomputation.** Inference mode, eval mode, the split loader's workers; on a CPU at the training
+  batch size (a large batch is slower there), on an accelerator at ``max(eval_batch_size, 256)``.
 - **DDP.** Each rank caches only the examples its sampler gives it: the train loader gets a
   :class:`ShardShuffleSampler` (a fixed shard per rank, reshuffled each epoch), the val loader
   torch's DistributedSampler shard; a rank only ever reads its own file.
@@ -79,7 +82,8 @@ class FrozenFeatureCache(Callback):
     """Cache the output of the topmost frozen layer group and train the layers above it from the cache.
 
     Args:
-        storage: "memory" (tensors held by the process) or "disk" (also written as safetensors files).
+        storage: "memory" (one tensor held by the process) or "disk" (a file per split, written as computed
+            and read a batch at a time: features larger than RAM).
         directory: where "disk" writes; default ``<run dir>/feature_cache``, or ``$LTRAIN_CACHE/features``
             with ``reuse``.
         reuse: read a cache file a previous run wrote with the same key instead of recomputing (disk only).
