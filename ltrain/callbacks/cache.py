@@ -241,6 +241,9 @@ class FrozenFeatureCache(Callback):
             if workers > 0:
                 self._early_workers.add(split)
             return
+        # before this iterator starts its worker processes: each takes a copy of the dataset as it is now,
+        # so the features must exist already (a cached fit with workers used to feed them raw inputs)
+        self._ensure_prepared()
         if self.split is None:
             return
         epoch = self._trainer.current_epoch
@@ -571,8 +574,26 @@ class _CacheLoader(DataLoader):
         self.before_iter = before_iter
 
     def __iter__(self):
-        self.before_iter()
+        try:
+            self.before_iter()
+        except Exception as error:  # re-raised unchanged at the first batch
+            # Lightning's teardown after an error raised while it creates its iterators asks the
+            # half-built loader for its length and fails, hiding the error: raise it at the first batch
+            return _RaiseOnNext(error)
         return super().__iter__()
+
+
+class _RaiseOnNext:
+    """An iterator whose first ``next`` raises ``error``."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __iter__(self) -> _RaiseOnNext:
+        return self
+
+    def __next__(self) -> Any:
+        raise self.error
 
 
 @dataclass

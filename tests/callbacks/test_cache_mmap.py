@@ -60,7 +60,9 @@ def test_disk_cache_four_times_the_memory_limit_trains_within_it_to_the_same_wei
         assert torch.equal(on_disk[name], value), name
 
 
-def _fit(storage: str, tmp_path: Path, reuse: bool = False) -> tuple[FrozenFeatureCache, dict[str, torch.Tensor]]:
+def _fit(
+    storage: str, tmp_path: Path, reuse: bool = False, workers: int = 0
+) -> tuple[FrozenFeatureCache, dict[str, torch.Tensor]]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(300, 8, generator=gen)
     y = (x[:, :3]).argmax(1)
@@ -81,8 +83,8 @@ def _fit(storage: str, tmp_path: Path, reuse: bool = False) -> tuple[FrozenFeatu
     )
     trainer.fit(
         module,
-        DataLoader(TensorDataset(x[:240], y[:240]), batch_size=32, shuffle=True),
-        DataLoader(TensorDataset(x[240:], y[240:]), batch_size=25),
+        DataLoader(TensorDataset(x[:240], y[:240]), batch_size=32, shuffle=True, num_workers=workers),
+        DataLoader(TensorDataset(x[240:], y[240:]), batch_size=25, num_workers=workers),
     )
     return cache, net.state_dict()
 
@@ -97,6 +99,9 @@ def test_mapped_disk_cache_trains_to_the_same_weights_as_the_memory_cache(tmp_pa
     assert reused.sources == {s: str(disk.files[s]) for s in ("train", "val")}
     for name, value in expected.items():
         assert torch.equal(again[name], value), name
+    _, with_workers = _fit("disk", tmp_path / "workers", workers=2)  # precomputed and read in worker processes
+    for name, value in expected.items():
+        assert torch.equal(with_workers[name], value), name
 
 
 def test_the_cache_file_is_a_safetensors_file_whose_features_match_the_mapped_ones(tmp_path):
