@@ -112,7 +112,7 @@ def load_features(path: Path, key: str, indices: torch.Tensor) -> CachedFeatures
         mapped = map_features(path, header)
         labels = read_small(path, header, "labels")
         served = header["__metadata__"].get("served")
-    except (DamagedFile, KeyError, TypeError, ValueError, OSError) as e:
+    except (DamagedFile, KeyError, IndexError, TypeError, ValueError, OSError) as e:
         return _damaged(path, str(e) if isinstance(e, DamagedFile) else f"{type(e).__name__}: {e}")
     return CachedFeatures(indices, labels, mapped.tensor, served=DTYPES.get(served), mapped=mapped)
 
