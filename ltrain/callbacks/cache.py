@@ -428,8 +428,9 @@ class FrozenFeatureCache(Callback):
     ) -> torch.Tensor:
         """Run the prefix (eval mode, inference mode) over ``indices`` once per view; ``sink`` takes each batch.
 
-        The examples are loaded by a DataLoader with the split loader's workers, in large batches (the
-        features are the same whatever the batch: eval mode); returns the labels.
+        The examples are loaded by a DataLoader with the split loader's workers, at the precomputation batch
+        size (:func:`_precompute_batch`; eval mode: the features are the same whatever the batch); returns
+        the labels.
         """
         device = next(model.parameters()).device
         dataset, workers, context = self._datasets[name], *self._workers[name]
