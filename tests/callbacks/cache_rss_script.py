@@ -23,6 +23,16 @@ from ltrain.modules.classifier import ClassifierModule
 
 
 def peak_rss_mib() -> float:
+    """This process's peak RSS: VmHWM, the high-water mark of its own memory map.
+
+    Not ``getrusage().ru_maxrss``: Linux carries that over ``exec`` from the process that forked it, so a
+    child of a pytest holding 1.1 GiB starts with a 1.1 GiB "peak" that hides its own.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
