@@ -753,6 +753,17 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "(warning) FrozenFeatureCache: the cache file FILE is damaged (…); recomputing it",
     ),
     (
+        "a disk feature-cache file cut short while a run reads it (another process truncated it)",
+        "tests/callbacks/test_cache_mmap.py::test_a_cache_file_cut_short_under_a_running_fit_is_named_not_read_as_zeros",
+        "FrozenFeatureCache: the cache file FILE was cut short while this run read it (…): something truncated or "
+        "rewrote it in place. Rerun: the next run finds it damaged and recomputes it",
+    ),
+    (
+        "cache.dtype=float8 (a storage type the feature cache does not have)",
+        "tests/callbacks/test_cache_dtype.py::test_an_unknown_dtype_is_refused_listing_the_choices",
+        "cache.dtype='float8' is not one of ['float32', 'float16', 'bfloat16'] (float32 is exact; the half types are not)",
+    ),
+    (
         "tune.apply=true with an LR sweep whose loss curve is flat",
         "tests/test_presets.py::test_lr_find_does_not_apply_a_suggestion_from_a_flat_curve",
         "(warning) lr_find: the suggestion is not applied: the loss curve is flat: it falls by 0.4% over the sweep, less than tune.min_drop=10%. The run keeps optimizer.lr=…",

@@ -21,9 +21,12 @@ Lightning (which has no such callback) and why it is built this way:
   hook) a trainable parameter below the cut drops the cache, and a frozen tensor something rewrote is a
   recompute; a change found at a batch start (mid-epoch, where features are already loaded) is refused,
   naming the tensor.
-- **Keyed, opt-in reuse.** ``storage="disk"`` writes one safetensors file per (key, split, rank); with
-  ``reuse=True`` a later run with the same key (frozen weights, data description, split, transform, cut,
-  shard) reads it; any difference is another key, hence a recompute.
+- **Larger than RAM, on disk.** ``storage="disk"`` writes one file per (key, split, rank) batch by batch as
+  the features are computed and trains from it a batch at a time (:mod:`ltrain.callbacks.cache_file`), so
+  the process never holds all the features. With ``reuse=True`` a later run with the same key (frozen
+  weights, data description, split, transform, cut, shard) reads it; any difference is another key.
+- **Fast precomputation.** Inference mode, eval mode, the split loader's workers; on a CPU at the training
+  batch size (a large batch is slower there), on an accelerator at ``max(eval_batch_size, 256)``.
 - **DDP.** Each rank caches only the examples its sampler gives it: the train loader gets a
   :class:`ShardShuffleSampler` (a fixed shard per rank, reshuffled each epoch), the val loader
   torch's DistributedSampler shard; a rank only ever reads its own file.
@@ -50,17 +53,18 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.connectors.data_connector import _DataLoaderSource
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ltrain.callbacks.cache_data import (
+    DTYPES,
     CachedFeatures,
     ShardShuffleSampler,
     SwitchableDataset,
     cache_file,
     cache_key,
     load_features,
-    save_features,
 )
+from ltrain.callbacks.cache_file import FeatureWriter, map_features, read_header, release_freed_memory
 from ltrain.callbacks.freeze import FreezeSchedule
 from ltrain.errors import LtrainError
 from ltrain.models.network import find_network
@@ -78,16 +82,22 @@ class FrozenFeatureCache(Callback):
     """Cache the output of the topmost frozen layer group and train the layers above it from the cache.
 
     Args:
-        storage: "memory" (tensors held by the process) or "disk" (also written as safetensors files).
+        storage: "memory" (one tensor held by the process) or "disk" (a file per split, written as computed
+            and read a batch at a time: features larger than RAM).
         directory: where "disk" writes; default ``<run dir>/feature_cache``, or ``$LTRAIN_CACHE/features``
             with ``reuse``.
         reuse: read a cache file a previous run wrote with the same key instead of recomputing (disk only).
         max_gb: refuse to start when this rank's features would take more than this many GB.
         views: with a random training augmentation, precompute this many augmented views per example
             (epoch e trains on view e mod views); None refuses random augmentations.
-        batch_size: batch size of the precomputation (default: the DataModule's ``eval_batch_size`` or 256).
+        batch_size: batch size of the precomputation (default: on an accelerator the DataModule's
+            ``eval_batch_size``, at least 256; on a CPU the training batch size, faster there); it runs in
+            inference mode with the split loader's workers.
         model_attr: the LightningModule attribute holding the network; None finds it
             (:func:`ltrain.models.network.find_network`: compiled and DDP wrappers are looked through).
+        dtype: how features are stored: "float32" (default) keeps them exactly as the trunk produced them;
+            "float16" / "bfloat16" halve the memory or disk they take and are NOT exact (batches are
+            served cast back to the trunk's dtype; the error is measured in tests/callbacks/test_cache_dtype.py).
     """
 
     def __init__(
@@ -99,6 +109,7 @@ class FrozenFeatureCache(Callback):
         views: int | None = None,
         batch_size: int | None = None,
         model_attr: str | None = None,
+        dtype: str = "float32",
     ):
         if storage not in STORAGES:
             raise LtrainError(f"cache.storage={storage!r} is not one of {list(STORAGES)}")
@@ -108,6 +119,13 @@ class FrozenFeatureCache(Callback):
             raise LtrainError(f"cache.views={views} must be a positive number of augmented views (or null)")
         if max_gb <= 0:
             raise LtrainError(f"cache.max_gb={max_gb} must be positive")
+        if dtype not in DTYPES:
+            raise LtrainError(
+                f"cache.dtype={dtype!r} is not one of {list(DTYPES)} (float32 is exact; the half types are not)"
+            )
+        if batch_size is not None and batch_size < 1:
+            raise LtrainError(f"cache.batch_size={batch_size} must be a positive batch size (or null)")
+        self.dtype = dtype
         self.storage, self.directory, self.reuse = storage, directory, reuse
         self.max_gb, self.views, self.batch_size, self.model_attr = max_gb, views, batch_size, model_attr
         self.split: ModelSplit | None = None
@@ -163,11 +181,14 @@ class FrozenFeatureCache(Callback):
         trainer = self._trainer
         pl_module = trainer.lightning_module
         model = self._find_model(pl_module)
-        self._datasets = {
-            split: _dataset_of(source.dataloader(), split)
+        loaders = {
+            split: source.dataloader()
             for split, source in self._sources.items()
             if source.is_defined() and (split == "train" or trainer.limit_val_batches != 0)
         }
+        self._datasets = {split: _dataset_of(loader, split) for split, loader in loaders.items()}
+        self._workers = {s: (loader.num_workers, loader.multiprocessing_context) for s, loader in loaders.items()}
+        self._train_batch = loaders["train"].batch_size
         train = self._datasets["train"]
         probe = torch.stack([_input_of(train[i]) for i in range(min(8, len(train)))]).to(pl_module.device)
         split = split_model(model, probe)
@@ -186,6 +207,9 @@ class FrozenFeatureCache(Callback):
         views = {"train": self.views or 1, "val": 1}
         with torch.no_grad(), eval_mode(model), self._precision.forward_context():
             per_example = split.prefix(probe[:1])[0]
+        self._feature_shape, self._feature_dtype = tuple(per_example.shape), per_example.dtype
+        if self.dtype != "float32" and per_example.dtype.is_floating_point:
+            per_example = per_example.to(DTYPES[self.dtype])
         total = per_example.numel() * per_example.element_size() * sum(views[s] * len(i) for s, i in indices.items())
         rank_zero_info(
             f"FrozenFeatureCache: caching the output of {split.cut!r} {tuple(per_example.shape)} "
@@ -222,6 +246,9 @@ class FrozenFeatureCache(Callback):
             if workers > 0:
                 self._early_workers.add(split)
             return
+        # before this iterator starts its worker processes: each takes a copy of the dataset as it is now,
+        # so the features must exist already (a cached fit with workers used to feed them raw inputs)
+        self._ensure_prepared()
         if self.split is None:
             return
         epoch = self._trainer.current_epoch
@@ -367,34 +394,81 @@ class FrozenFeatureCache(Callback):
                     self.sources[name] = str(path)
                     rank_zero_info(f"FrozenFeatureCache: {name} features read from {path}")
                     return cached
-        cached = self._compute(split, model, self._datasets[name], indices, views, trainer.current_epoch)
+        produced = self._feature_dtype
+        stored = DTYPES[self.dtype] if self.dtype != "float32" and produced.is_floating_point else produced
+        served = produced if stored != produced else None
+        shape = (views, len(indices), *self._feature_shape)
+        if path is None:
+            features = torch.empty(shape, dtype=stored)
+
+            def sink(view: int, start: int, chunk: torch.Tensor) -> None:
+                features[view, start : start + len(chunk)] = chunk
+
+            labels = self._compute(split, model, name, indices, views, trainer.current_epoch, sink)
+            cached = CachedFeatures(indices, labels, features, served=served)
+        else:  # written batch by batch as computed: the features are never all in memory
+            writer = FeatureWriter(path, key, shape, stored, indices)
+            try:
+                labels = self._compute(
+                    split, model, name, indices, views, trainer.current_epoch, lambda v, s, chunk: writer.write(chunk)
+                )
+                writer.finish(labels, {"served": str(produced).removeprefix("torch.")})
+            except BaseException:
+                writer.abort()
+                raise
+            mapped = map_features(path, read_header(path))
+            cached = CachedFeatures(indices, labels, mapped.tensor, served=served, mapped=mapped)
         self.sources[name] = "computed"
-        if path is not None:
-            save_features(path, cached, key)
         return cached
 
     def _compute(
-        self, split: ModelSplit, model: nn.Module, dataset: Dataset, indices: torch.Tensor, views: int, epoch: int
-    ) -> CachedFeatures:
-        """Run the prefix (eval mode, no grad) over ``indices`` once per view."""
+        self,
+        split: ModelSplit,
+        model: nn.Module,
+        name: str,
+        indices: torch.Tensor,
+        views: int,
+        epoch: int,
+        sink: Callable[[int, int, torch.Tensor], None],
+    ) -> torch.Tensor:
+        """Run the prefix (eval mode, inference mode) over ``indices`` once per view; ``sink`` takes each batch.
+
+        The examples are loaded by a DataLoader with the split loader's workers, at the precomputation batch
+        size (:func:`_precompute_batch`; eval mode: the features are the same whatever the batch); returns
+        the labels.
+        """
         device = next(model.parameters()).device
-        batch = self.batch_size or getattr(self._datamodule, "eval_batch_size", None) or 256
-        per_view, labels = [], []
-        with torch.no_grad(), eval_mode(model), self._precision.forward_context():
+        dataset, workers, context = self._datasets[name], *self._workers[name]
+        batch = self.batch_size or _precompute_batch(device, self._train_batch, self._datamodule)
+        loader = DataLoader(
+            Subset(dataset, indices.tolist()),
+            batch_size=batch,
+            num_workers=workers,
+            multiprocessing_context=context if workers else None,
+            collate_fn=_stack_items,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(0),  # its workers' seed: never drawn from the global RNG
+        )
+        labels = []
+        # inference mode: no autograd bookkeeping; its tensors never reach autograd (the sink copies them)
+        with torch.inference_mode(), eval_mode(model), self._precision.forward_context():
             for view in range(views):
                 if views > 1:
                     dataset.set_epoch(view)  # the augmentation epoch `view` of an uncached run would draw
-                chunks = []
-                for start in range(0, len(indices), batch):
-                    items = [dataset[int(i)] for i in indices[start : start + batch]]
+                start = 0
+                for x, y in loader:
+                    x = x.to(device, non_blocking=True)
+                    if device.type == "cuda" and x.dim() == 4:  # cuDNN's fast convolutions are NHWC
+                        x = x.contiguous(memory_format=torch.channels_last)
                     # the dtype the trunk produced (bf16 under bf16-mixed): what the uncached suffix receives
-                    chunks.append(split.prefix(torch.stack([x for x, _ in items]).to(device)).cpu())
+                    sink(view, start, split.prefix(x).cpu())
+                    start += len(x)
+                    release_freed_memory()  # the batch's activations, or glibc keeps hundreds of MiB resident
                     if view == 0:
-                        labels += [torch.as_tensor(y) for _, y in items]
-                per_view.append(torch.cat(chunks))
+                        labels.append(y)
         if views > 1:
             dataset.set_epoch(epoch)
-        return CachedFeatures(indices=indices, labels=torch.stack(labels), features=torch.stack(per_view))
+        return torch.cat(labels).clone()  # a normal tensor, not an inference one
 
     def _drop(self, free: bool = True) -> None:
         """Loaders back to the original data, the model back to its own forward; ``free`` releases the features."""
@@ -432,7 +506,7 @@ class FrozenFeatureCache(Callback):
             )
             fresh = self._load_or_compute(trainer, split, model, name, idx, self._views[name], key)
             if name in self.cached:  # recomputed: the loaders' datasets hold this object
-                self.cached[name].features = fresh.features
+                self.cached[name].replace(fresh)
             else:
                 self.cached[name] = fresh
         self.fingerprint = Fingerprint(state)
@@ -448,6 +522,23 @@ class FrozenFeatureCache(Callback):
 
     def _find_model(self, pl_module: L.LightningModule) -> nn.Module:
         return find_network(pl_module, self.model_attr, "FrozenFeatureCache")
+
+
+def _precompute_batch(device: torch.device, train_batch: int, datamodule: Any) -> int:
+    """The precomputation's default batch size: large on an accelerator, the training batch size on a CPU.
+
+    On a CPU a large batch is SLOWER per example (measured, resnet18 at 64 px, one thread: batch 512 took
+    about 1.5-2.5x the time per image of batch 64 — its activations no longer fit in cache, and their
+    fresh allocations fault pages in), so the CPU precomputation keeps the batch size the uncached run trains with.
+    """
+    if device.type == "cpu":
+        return train_batch
+    return max(getattr(datamodule, "eval_batch_size", None) or 0, 256)
+
+
+def _stack_items(items: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of a batch of (input, label) items (a module-level function: workers may be spawned)."""
+    return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items])
 
 
 def _check_bn_policy(trainer: L.Trainer) -> None:
@@ -489,8 +580,26 @@ class _CacheLoader(DataLoader):
         self.before_iter = before_iter
 
     def __iter__(self):
-        self.before_iter()
+        try:
+            self.before_iter()
+        except Exception as error:  # re-raised unchanged at the first batch
+            # Lightning's teardown after an error raised while it creates its iterators asks the
+            # half-built loader for its length and fails, hiding the error: raise it at the first batch
+            return _RaiseOnNext(error)
         return super().__iter__()
+
+
+class _RaiseOnNext:
+    """An iterator whose first ``next`` raises ``error``."""
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+    def __iter__(self) -> _RaiseOnNext:
+        return self
+
+    def __next__(self) -> Any:
+        raise self.error
 
 
 @dataclass

@@ -4,8 +4,8 @@
   covers, their labels, and ``views`` feature tensors (one unless augmented views were asked for).
 - :func:`cache_key`: sha256 of everything the features depend on (frozen weights, data, split, transform,
   cut, shard), so a stale file is never read: a different key is a different file.
-- :func:`save_features` / :func:`load_features`: one safetensors file per (key, split, rank), written
-  atomically; a rank reads only its own file.
+- :func:`load_features`: one file per (key, split, rank) (:mod:`ltrain.callbacks.cache_file`: written
+  incrementally and atomically, read through a memory map); a rank reads only its own file.
 - :class:`SwitchableDataset`: what the cache's DataLoaders hold — the cached features of example ``i``
   while the cache is live, the original dataset's item once it is dropped (same indices, same sampler).
 - :class:`ShardShuffleSampler`: under DDP, a rank keeps the SAME examples every epoch (so it caches only
@@ -24,26 +24,61 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from ltrain.io import atomic_write_bytes
+from ltrain.callbacks.cache_file import DamagedFile, MappedFeatures, map_features, read_header, read_small, verify
 from ltrain.seeding import Stream, derive_seed
 
-FORMAT = 2  # bump when the file layout changes: old files then simply miss (2: sha256 of the tensors)
+FORMAT = 3  # bump when the file layout changes: old files then simply miss (3: written incrementally, mapped)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
 class CachedFeatures:
-    """Prefix outputs of the examples ``indices`` (global dataset indices), ``features[v][row]`` per view."""
+    """Prefix outputs of the examples ``indices`` (global dataset indices), ``features[v][row]`` per view.
+
+    ``features`` is a tensor in memory, or the tensor view of a memory-mapped file (``mapped``), read a
+    batch at a time. Stored in half precision, batches are served in ``served`` (the dtype the trunk
+    produced), so the trainable top sees the dtype it would see uncached.
+    """
 
     indices: torch.Tensor  # (S,) int64, sorted
     labels: torch.Tensor  # (S,)
     features: torch.Tensor  # (V, S, *feature_shape)
+    served: torch.dtype | None = None
+    mapped: MappedFeatures | None = None
 
     def __post_init__(self) -> None:
-        self.row_of = {int(i): r for r, i in enumerate(self.indices.tolist())}
+        # global index -> row, -1 where this rank holds no such example (a table: one lookup per batch)
+        size = int(self.indices.max()) + 1 if len(self.indices) else 0
+        self.rows = torch.full((size,), -1, dtype=torch.int64)
+        self.rows[self.indices.long()] = torch.arange(len(self.indices))
 
     @property
     def nbytes(self) -> int:
         return self.features.numel() * self.features.element_size()
+
+    def replace(self, other: CachedFeatures) -> None:
+        """Take ``other``'s features (a recomputation) in place: the loaders' datasets hold this object."""
+        self.features, self.served, self.mapped = other.features, other.served, other.mapped
+
+    def row_of(self, indices: list[int]) -> torch.Tensor:
+        index = torch.as_tensor(indices, dtype=torch.int64)
+        inside = (index >= 0) & (index < len(self.rows))
+        rows = torch.where(inside, self.rows[index.clamp(0, max(len(self.rows) - 1, 0))], -1)
+        if (rows < 0).any():
+            missing = int(index[rows < 0][0])
+            raise IndexError(
+                f"example {missing} is not in this rank's feature cache (its shard has {len(self.indices)} "
+                "examples): the loader's sampler changed after the cache was built"
+            )
+        return rows
+
+    def gather(self, view: int, rows: torch.Tensor) -> torch.Tensor:
+        """The features of ``rows`` (view ``view``), in the dtype they are served in; read in row order."""
+        order = torch.argsort(rows)
+        out = self.mapped.gather(view, rows[order]) if self.mapped is not None else self.features[view, rows[order]]
+        if self.served is not None and out.dtype != self.served:
+            out = out.to(self.served)
+        return out[torch.argsort(order)]
 
 
 def cache_key(parts: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
@@ -60,51 +95,27 @@ def cache_file(directory: Path, key: str, split: str, rank: int, world_size: int
     return directory / key[:24] / f"{split}-rank{rank}of{world_size}.safetensors"
 
 
-TENSORS = ("indices", "labels", "features")
-
-
-def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """sha256 of the file's tensors: safetensors checks the header, not the data, so flipped bytes would load."""
-    h = hashlib.sha256()
-    for name in TENSORS:
-        t = tensors[name].contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def save_features(path: Path, cached: CachedFeatures, key: str) -> None:
-    from safetensors.torch import save
-
-    tensors = {name: getattr(cached, name).contiguous() for name in TENSORS}
-    data = save(tensors, metadata={"key": key, "sha256": _tensors_digest(tensors)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, data)
-
-
 def load_features(path: Path, key: str, indices: torch.Tensor) -> CachedFeatures | None:
-    """The file's features if it exists, carries ``key`` and covers exactly ``indices``; else None.
+    """The file's features, memory-mapped, if it exists, carries ``key`` and covers exactly ``indices``; else None.
 
-    A damaged file (unreadable, or its tensors not matching the sha256 it was written with) is a cache
-    miss too, so it is recomputed and replaced; a warning names it (on every rank: each reads its own file).
+    A damaged file (cut short, garbled, or its tensors not matching the sha256 it was written with) is a
+    cache miss too, so it is recomputed and replaced; a warning names it (on every rank: each reads its own).
     """
-    from safetensors import safe_open
-
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            if metadata.get("key") != key:
-                return None
-            tensors = {k: f.get_tensor(k) for k in TENSORS}
-    except Exception as e:  # safetensors raises several types for a truncated or garbled file
-        return _damaged(path, f"{type(e).__name__}: {e}")
-    if metadata.get("sha256") != _tensors_digest(tensors):
-        return _damaged(path, "its tensors do not match the sha256 they were written with")
-    if not torch.equal(tensors["indices"], indices):
-        return None
-    return CachedFeatures(**tensors)
+        header = read_header(path)
+        if header["__metadata__"].get("key") != key:
+            return None
+        verify(path, header)
+        if not torch.equal(read_small(path, header, "indices"), indices):
+            return None
+        mapped = map_features(path, header)
+        labels = read_small(path, header, "labels")
+        served = header["__metadata__"].get("served")
+    except (DamagedFile, KeyError, IndexError, TypeError, ValueError, OSError) as e:
+        return _damaged(path, str(e) if isinstance(e, DamagedFile) else f"{type(e).__name__}: {e}")
+    return CachedFeatures(indices, labels, mapped.tensor, served=DTYPES.get(served), mapped=mapped)
 
 
 def _damaged(path: Path, why: str) -> None:
@@ -133,13 +144,20 @@ class SwitchableDataset(Dataset):
         cached = self.cached
         if cached is None:
             return self.dataset[i]
-        row = cached.row_of.get(int(i))
-        if row is None:
-            raise IndexError(
-                f"example {i} is not in this rank's feature cache (its shard has {len(cached.row_of)} "
-                "examples): the loader's sampler changed after the cache was built"
-            )
-        return cached.features[self.epoch % cached.features.shape[0], row], cached.labels[row]
+        rows = cached.row_of([int(i)])
+        return cached.gather(self.epoch % cached.features.shape[0], rows)[0], cached.labels[rows[0]]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """A batch's items (DataLoader fetches a batch through this): the cached rows gathered in one read."""
+        cached = self.cached
+        if cached is None:
+            if hasattr(self.dataset, "__getitems__"):
+                return self.dataset.__getitems__(indices)
+            return [self.dataset[i] for i in indices]
+        rows = cached.row_of(indices)
+        features = cached.gather(self.epoch % cached.features.shape[0], rows)
+        labels = cached.labels[rows]
+        return list(zip(features, labels, strict=True))
 
 
 class ShardShuffleSampler(DistributedSampler):
