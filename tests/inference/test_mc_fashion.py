@@ -42,12 +42,13 @@ def test_mc_fashion_smoke_scores_both_arms_and_writes_the_reliability_diagram(tm
 
 
 @pytest.mark.slow
-def test_mc_fashion_over_five_seeds_calibrates_better_without_losing_accuracy(tmp_path):
+def test_mc_fashion_over_five_seeds_softens_the_probabilities_without_losing_accuracy(tmp_path):
     """The full recipe (conf/recipe/mc_fashion.yaml, 4 epochs, T=30, all 10,000 test images), seeds 0-4.
 
-    The book: MC dropout gives "a little higher" accuracy and better-calibrated probabilities. Asserted:
-    lower calibration error and NLL in the mean over seeds, accuracy within 0.5 points of the
-    deterministic prediction. Measured 2026-11-23 (docs/mc_dropout.md): ECE -0.015, accuracy +0.1 point.
+    The book: MC dropout gives "a little higher" accuracy and better-calibrated probabilities. What held over
+    two draws of seeds (README's mc_fashion table): the mean entropy rises on every seed and accuracy stays
+    within 0.5 points. The calibration gain did NOT hold: one 5-seed run halved the mean ECE, the rerun after
+    ltrain's seeds were re-derived moved it by -0.002 ± 0.009 and NLL by +0.0001, so it is not asserted.
     """
     diffs = []
     for seed in range(5):
@@ -56,5 +57,5 @@ def test_mc_fashion_over_five_seeds_calibrates_better_without_losing_accuracy(tm
         diffs.append(run_recipe(cfg, tmp_path / str(seed))["arms"]["mc_minus_det"])
     mean = {k: statistics.fmean(d[k] for d in diffs) for k in METRICS}
     print({k: f"{v:+.4f} ± {statistics.stdev(d[k] for d in diffs):.4f}" for k, v in mean.items()})
-    assert mean["test_ece"] < 0 and mean["test_nll"] < 0
-    assert mean["test_acc"] > -0.005
+    assert all(d["test_entropy"] > 0 for d in diffs)
+    assert abs(mean["test_acc"]) < 0.005
