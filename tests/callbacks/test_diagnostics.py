@@ -73,7 +73,10 @@ def test_recorded_statistics_equal_a_direct_computation_and_count_dead_relus(dig
     out = net.hidden0(net.flatten(x))
     assert rec.stats["hidden0.act"]["mean"] == pytest.approx(out.mean().item(), rel=1e-5)
     assert rec.stats["hidden0.act"]["std"] == pytest.approx(out.std().item(), rel=1e-5)
-    assert rec.stats["hidden1.act"]["dead"] == pytest.approx(4 / 16)
+    h1 = net.hidden1(out)
+    dead = ((h1 > 0).sum(0) == 0).float().mean().item()  # units silent on every example of this batch
+    assert rec.stats["hidden1.act"]["dead"] == pytest.approx(dead)
+    assert dead >= 4 / 16  # the 4 disabled units at least (others may happen to be silent on this batch)
 
 
 def test_a_loss_far_from_ln_c_at_initialisation_is_warned_about(digits_datamodule, tmp_path):
