@@ -65,5 +65,5 @@ def test_test_per_class_keeps_a_seeded_balanced_test_set_in_memory_and_from_file
     files.setup()
     assert torch.bincount(files.splits["test"].labels).tolist() == [4, 4, 4]
     too_many = ImageFolderData(str(root), model_name="mlp", image_size=8, standardize=False, test_per_class=11)
-    with pytest.raises(LtrainError, match="data.test_per_class=11, but class 0 has only 10 test examples"):
+    with pytest.raises(LtrainError, match=r"data\.test_per_class=11, but class 0 has only 10 test examples"):
         too_many.setup()

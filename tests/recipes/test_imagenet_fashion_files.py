@@ -16,9 +16,26 @@ from ltrain.recipes.transfer_files import write_folder
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
+def test_the_files_recipe_matches_imagenet_fashion_in_labels_split_and_arms(cfg_factory, tmp_path, monkeypatch):
+    """The two tables sit side by side: same labels per class, split seed, epochs, test split and arm settings."""
+    monkeypatch.setenv("LTRAIN_DATA", str(tmp_path))
+    files, memory = cfg_factory("recipe=imagenet_fashion_files"), cfg_factory("recipe=imagenet_fashion")
+    assert files.data.root == f"{tmp_path}/fashion_mnist_png" and files.data._target_ == "ltrain.data.ImageFolderData"
+    for key in ("train_per_class", "val_fraction", "split_seed"):
+        assert files.data[key] == memory.data[key], key
+    assert files.data.test_per_class is None and memory.data.test_fraction == 0.0  # both: the official 10,000
+    assert files.trainer.max_epochs == memory.trainer.max_epochs and files.model == memory.model
+    for arm in ("frozen_trunk", "default_schedule"):
+        assert files.recipe.arms[arm] == memory.recipe.arms[arm], arm
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not FASHION.is_dir(), reason="needs the Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)")
-def test_imagenet_fashion_files_writes_the_folder_once_and_serves_224px_to_both_arms(cfg_factory, tmp_path, monkeypatch):
+@pytest.mark.skipif(
+    not FASHION.is_dir(), reason="needs the Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist)"
+)
+def test_imagenet_fashion_files_writes_the_folder_once_and_serves_224px_to_both_arms(
+    cfg_factory, tmp_path, monkeypatch
+):
     monkeypatch.setenv("LTRAIN_DATA", str(tmp_path / "data"))
     shrink = ["data.train_per_class=2", "data.val_fraction=0.0005", "data.test_per_class=2", "data.num_workers=0"]
     cfg = cfg_factory("recipe=imagenet_fashion_files", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
