@@ -84,6 +84,7 @@ TRAIN_RULES = [
     Rule("data.channels", integer(1), "1 or 3 (or null for the data's own)", null=True),
     Rule("data.num_workers", integer(0), "a whole number >= 0"),
     Rule("data.train_per_class", integer(1), "a whole number >= 1, or null for all", null=True),
+    Rule("data.test_per_class", integer(1), "a whole number >= 1, or null for the whole test split", null=True),
     Rule("data.val_fraction", number(ge=0, lt=1), "a fraction in [0, 1)"),
     Rule("data.test_fraction", number(ge=0, lt=1), "a fraction in [0, 1)"),
     # streamed image folders / lists (data=image_folder, data=image_list)

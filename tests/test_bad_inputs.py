@@ -43,6 +43,12 @@ TRAIN_CASES = [
         ["data.train_per_class=1000"],
         "fewer than the cap of 1000",
     ),
+    (
+        "test_cap_too_large",
+        "a per-class test cap larger than the test split",
+        ["data.test_per_class=1000"],
+        "data.test_per_class=1000, but class 0 has only",
+    ),
     ("bad_augment", "an unknown augmentation", ["data.augment=mixup"], "data.augment='mixup' is not one of"),
     # mixup=default (timm's Mixup/CutMix on training batches): what cannot be exact is refused before training
     (
@@ -178,6 +184,7 @@ TRAIN_CASES = [
     ("channels_zero", "zero channels", ["data.channels=0"], "data.channels=0 is not valid"),
     ("workers_negative", "a negative worker count", ["data.num_workers=-1"], "data.num_workers=-1 is not valid"),
     ("cap_zero", "a per-class cap of 0", ["data.train_per_class=0"], "data.train_per_class=0 is not valid"),
+    ("test_cap_zero", "a per-class test cap of 0", ["data.test_per_class=0"], "data.test_per_class=0 is not valid"),
     ("val_fraction_one", "a validation fraction of 1.5", ["data.val_fraction=1.5"], "data.val_fraction=1.5 is not"),
     ("test_fraction_neg", "a negative test fraction", ["data.test_fraction=-0.1"], "data.test_fraction=-0.1 is not"),
     ("hidden_scalar", "hidden widths as one number", ["model.hidden=100"], "model.hidden=100 is not valid"),

@@ -7,7 +7,7 @@ from ltrain.data.folder import ImageFileDataset, ImageFolderData, ImageListData,
 from ltrain.data.idx import FashionMnistIdx
 from ltrain.data.preprocess import ImagePreprocess
 from ltrain.data.torchvision_sets import TorchvisionData
-from ltrain.data.write import write_image_folder
+from ltrain.data.write import ensure_image_folder, write_image_folder
 
 __all__ = [
     "BadImageError",
@@ -22,5 +22,6 @@ __all__ = [
     "StreamingImageData",
     "TensorImageDataset",
     "TorchvisionData",
+    "ensure_image_folder",
     "write_image_folder",
 ]

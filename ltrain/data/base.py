@@ -139,6 +139,8 @@ class ImageClassificationData(L.LightningDataModule):
         train_per_class: keep at most this many training examples per class (e.g. 100 per digit).
         val_fraction: fraction of each class's non-test examples held out for validation.
         test_fraction: fraction held out for testing when the dataset has no official test split.
+        test_per_class: test on at most this many examples per class (a seeded choice with ``split_seed``);
+            None tests on the whole test split. A smaller, still balanced test set for slow models.
         split_seed: seed of the split; kept apart from the training seed so that seeds vary training,
             not the held-out examples.
         image_size: resize to this square size (timm CNNs want more than 28 pixels); None keeps the size.
@@ -153,6 +155,7 @@ class ImageClassificationData(L.LightningDataModule):
         train_per_class: int | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.2,
+        test_per_class: int | None = None,
         split_seed: int = 0,
         image_size: int | None = None,
         channels: int | None = None,
@@ -171,6 +174,7 @@ class ImageClassificationData(L.LightningDataModule):
         self.train_per_class = train_per_class
         self.val_fraction = val_fraction
         self.test_fraction = test_fraction
+        self.test_per_class = test_per_class
         self.split_seed = split_seed
         self.image_size = image_size
         self.channels = channels
@@ -248,6 +252,8 @@ class ImageClassificationData(L.LightningDataModule):
         else:
             train_idx, val_idx, test_idx = self.split_examples(labels)
             test_x, test_y = images[test_idx], labels[test_idx]
+        kept = self.test_subset(test_y)
+        test_x, test_y = test_x[kept], test_y[kept]
         mean, std = channel_stats(_match_channels_batch(images[train_idx], self.channels), self.standardize)
         common = {"mean": mean, "std": std, "size": self.image_size, "channels": self.channels}
         train_tf = ImageTransform(**common, augment=self.augment)
@@ -282,6 +288,25 @@ class ImageClassificationData(L.LightningDataModule):
         if test_idx is not None:
             self.split_indices["test"] = test_idx
         return train_idx, val_idx, test_idx
+
+    def test_subset(self, test_labels: torch.Tensor) -> torch.Tensor:
+        """Indices of the test examples kept: all, or ``test_per_class`` of each class chosen with ``split_seed``
+        (the same for every training seed, so every arm and seed is tested on the same images)."""
+        if self.test_per_class is None:
+            return torch.arange(len(test_labels))
+        if self.test_per_class <= 0:
+            raise LtrainError(f"data.test_per_class must be positive or null, got {self.test_per_class}")
+        gen = torch.Generator().manual_seed(derive_seed(Stream.CLASS_CAP, self.split_seed, 1))  # 1: the test cap
+        kept = []
+        for c in test_labels.unique(sorted=True).tolist():
+            idx = torch.nonzero(test_labels == c).flatten()
+            if len(idx) < self.test_per_class:
+                raise LtrainError(
+                    f"data.test_per_class={self.test_per_class}, but class {c} has only {len(idx)} test examples; "
+                    "lower it or set it to null (the whole test split)"
+                )
+            kept.append(idx[torch.randperm(len(idx), generator=gen)[: self.test_per_class]])
+        return torch.sort(torch.cat(kept))[0]
 
     # --- loaders --------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:

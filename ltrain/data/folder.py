@@ -208,6 +208,8 @@ class StreamingImageData(ImageClassificationData):
         else:
             train_idx, val_idx, test_idx = self.split_examples(labels)
             test_paths, test_y = list(paths[test_idx.numpy()]), labels[test_idx]
+        kept = self.test_subset(test_y).tolist()
+        test_paths, test_y = [test_paths[i] for i in kept], test_y[kept]
         train_paths = list(paths[train_idx.numpy()])
         train_tf = self._transform(train_paths)
         eval_tf = train_tf.evaluation()

@@ -11,9 +11,13 @@ offline); it is not needed to train on one's own photos.
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ def write_image_folder(
     quality: int = 95,
     class_names: Sequence[str] | None = None,
     workers: int | None = None,
+    keep_label_order: bool = False,
 ) -> Path:
     """Write ``source``'s images under ``root`` and return ``root``.
 
@@ -43,8 +48,12 @@ def write_image_folder(
             ``root/<class>/``. Files are named by their index in the source (``00042.jpg``).
         size: resize every image to ``size`` x ``size`` (bicubic) before writing; None keeps the size.
         format: jpg, png, webp or bmp. quality: the JPEG/WebP quality.
-        class_names: folder names (default: the source's class names, else the label numbers).
+        class_names: folder names (default: the source's class names, else the label numbers); characters
+            other than letters, digits, ``-``, ``_`` and ``.`` become ``_`` (``T-shirt/top`` -> ``T-shirt_top``).
         workers: encoding threads (default: the CPU count, at most 8).
+        keep_label_order: prefix each folder with its label (``0_T-shirt_top``, ``1_Trouser``...), so that the
+            folder's classes, sorted by name as ImageFolder sorts them, keep the source's label numbers, and a
+            seeded split of the folder picks the same examples as the same split of the source.
     """
     if format.lower() not in FORMATS:
         raise LtrainError(f"format={format!r} is not one of {sorted(FORMATS)}")
@@ -52,7 +61,9 @@ def write_image_folder(
         source = source.load_arrays()
     if isinstance(source, tuple):
         source = Arrays(*source)
-    names = list(class_names or source.class_names or [str(c) for c in range(int(source.train_y.max()) + 1)])
+    names = folder_names(
+        class_names or source.class_names or [str(c) for c in range(int(source.train_y.max()) + 1)], keep_label_order
+    )
     root = Path(root).expanduser()
     parts = [(root, source.train_x, source.train_y)]
     if source.test_x is not None:
@@ -81,3 +92,42 @@ def write_image_folder(
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         list(pool.map(write, jobs))
     return root
+
+
+def folder_names(names: Sequence[str], keep_label_order: bool = False) -> list[str]:
+    """Class folder names: path separators and other odd characters replaced; with ``keep_label_order``, prefixed
+    with the zero-padded label so that sorting by name keeps the label order."""
+    safe = [re.sub(r"[^\w\-.]+", "_", str(n).strip()) or "_" for n in names]
+    if keep_label_order:
+        width = len(str(len(safe) - 1))
+        safe = [f"{i:0{width}d}_{n}" for i, n in enumerate(safe)]
+    if len(set(safe)) != len(safe):
+        raise LtrainError(f"class names {list(names)} give clashing folder names {safe}; pass distinct class_names")
+    return safe
+
+
+def ensure_image_folder(
+    source: ImageClassificationData | Arrays | tuple[torch.Tensor, torch.Tensor], root: str | Path, **write: Any
+) -> bool:
+    """Write ``source`` as an image folder at ``root`` unless ``root`` exists; True if this call wrote it.
+
+    Atomic and safe when several processes (one sweep's jobs) start together: each writes into its own temporary
+    folder next to ``root`` and renames it to ``root``; the first rename wins and the others discard their copy.
+    ``root`` therefore only ever exists complete. ``write`` are :func:`write_image_folder`'s keyword options.
+    """
+    root = Path(root).expanduser()
+    if root.is_dir():
+        return False
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        write_image_folder(source, tmp, **write)
+        try:
+            os.rename(tmp, root)  # a directory rename refuses a non-empty target: the loser of a race lands here
+        except OSError:
+            if not root.is_dir():
+                raise
+            return False
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
