@@ -27,6 +27,9 @@ Lightning (which has no such callback) and why it is built this way:
   weights, data description, split, transform, cut, shard) reads it; any difference is another key.
 - **Fast precomputation.** Inference mode, eval mode, the split loader's workers; on a CPU at the training
   batch size (a large batch is slower there), on an accelerator at ``max(eval_batch_size, 256)``.
+- **Fast cached epochs.** From memory a batch is one ``index_select`` of the features, handed on without
+  a second stack (under torch's ``default_collate``) and without the loader's worker processes, whose start
+  every epoch cost more than the epoch (resnet50 at 224 px, bench/cache.py case c); a disk cache keeps them.
 - **DDP.** Each rank caches only the examples its sampler gives it: the train loader gets a
   :class:`ShardShuffleSampler` (a fixed shard per rank, reshuffled each epoch), the val loader
   torch's DistributedSampler shard; a rank only ever reads its own file.
@@ -53,11 +56,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.connectors.data_connector import _DataLoaderSource
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
 from ltrain.callbacks.cache_data import (
     DTYPES,
     CachedFeatures,
+    FeatureBatch,
     ShardShuffleSampler,
     SwitchableDataset,
     cache_file,
@@ -272,14 +276,15 @@ class FrozenFeatureCache(Callback):
     ) -> None:
         if self.split is None:
             return
-        trainable = [n for n, p in self.split.prefix_state().items() if isinstance(p, nn.Parameter) and p.requires_grad]
+        state = self.split.prefix_state()  # one walk of the prefix's modules a batch (a few ms for a resnet50)
+        trainable = [n for n, p in state.items() if isinstance(p, nn.Parameter) and p.requires_grad]
         if trainable:
             raise LtrainError(
                 f"FrozenFeatureCache: {trainable[0]} (below the cached cut {self.split.cut!r}) became trainable "
                 f"during epoch {trainer.current_epoch}, after this epoch's batches were served from the cache: "
                 "unfreeze at an epoch start (FreezeSchedule phases) or drop the cache option"
             )
-        changed = self.fingerprint.changed(self.split.prefix_state())
+        changed = self.fingerprint.changed(state)
         if changed:
             self._refuse_stale(changed, f"during epoch {trainer.current_epoch}, before batch {batch_idx}")
 
@@ -325,7 +330,7 @@ class FrozenFeatureCache(Callback):
             batch_size=loader.batch_size,
             sampler=sampler,
             num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
+            collate_fn=_CollateFeatures(loader.collate_fn),
             pin_memory=loader.pin_memory,
             drop_last=loader.drop_last,
             worker_init_fn=loader.worker_init_fn,
@@ -572,6 +577,19 @@ class _NotifyingSampler(Sampler):
         return iter(self.sampler)
 
 
+class _CollateFeatures:
+    """The loader's ``collate_fn``; a batch of cached features under torch's ``default_collate`` is handed on
+    as the ``[features, labels]`` it already holds (what default_collate returns, without a second copy)."""
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any]):
+        self.collate_fn = collate_fn
+
+    def __call__(self, items: list[Any]) -> Any:
+        if isinstance(items, FeatureBatch) and self.collate_fn is default_collate:
+            return [items.features, items.labels]
+        return self.collate_fn(items)
+
+
 class _CacheLoader(DataLoader):
     """A DataLoader that tells the cache when an epoch's iterator is about to be created."""
 
@@ -586,7 +604,18 @@ class _CacheLoader(DataLoader):
             # Lightning's teardown after an error raised while it creates its iterators asks the
             # half-built loader for its length and fails, hiding the error: raise it at the first batch
             return _RaiseOnNext(error)
-        return super().__iter__()
+        cached = self.dataset.cached
+        if self.num_workers == 0 or cached is None or cached.mapped is not None:
+            return super().__iter__()
+        # Features in memory: a batch is one indexing of a tensor, so worker processes would only add their
+        # start (every epoch: ~0.6 s for two workers of a resnet50 run, 9x the whole cached epoch, measured
+        # with bench/cache.py case c) and a copy through shared memory. The same random draws either way.
+        workers = self.num_workers
+        self.num_workers = 0
+        try:
+            return super().__iter__()
+        finally:
+            self.num_workers = workers
 
 
 class _RaiseOnNext:

@@ -74,11 +74,15 @@ class CachedFeatures:
 
     def gather(self, view: int, rows: torch.Tensor) -> torch.Tensor:
         """The features of ``rows`` (view ``view``), in the dtype they are served in; read in row order."""
+        if self.mapped is None:  # in memory: one copy (sorting would add a second). index_select, not
+            # features[view, rows]: on a CPU advanced indexing copied a (64, 2048, 7, 7) batch 9x slower
+            out = torch.index_select(self.features[view], 0, rows)
+            return out.to(self.served) if self.served is not None and out.dtype != self.served else out
         order = torch.argsort(rows)
-        out = self.mapped.gather(view, rows[order]) if self.mapped is not None else self.features[view, rows[order]]
+        out = self.mapped.gather(view, rows[order])
         if self.served is not None and out.dtype != self.served:
             out = out.to(self.served)
-        return out[torch.argsort(order)]
+        return torch.index_select(out, 0, torch.argsort(order))
 
 
 def cache_key(parts: dict[str, Any], state: dict[str, torch.Tensor]) -> str:
@@ -155,9 +159,23 @@ class SwitchableDataset(Dataset):
                 return self.dataset.__getitems__(indices)
             return [self.dataset[i] for i in indices]
         rows = cached.row_of(indices)
-        features = cached.gather(self.epoch % cached.features.shape[0], rows)
-        labels = cached.labels[rows]
-        return list(zip(features, labels, strict=True))
+        return FeatureBatch(cached.gather(self.epoch % cached.features.shape[0], rows), cached.labels[rows])
+
+
+class FeatureBatch(list):
+    """A batch of cached (features, label) items that also holds them stacked, as gathered.
+
+    A list of the items, as any collate_fn expects; FrozenFeatureCache's loaders hand ``[features, labels]``
+    on as they are where the collate_fn is torch's default_collate, whose result they equal, instead of
+    stacking a second copy of the batch (measured: a third of a cached resnet50 epoch at 224 px).
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        super().__init__(zip(features, labels, strict=True))
+        self.features, self.labels = features, labels
+
+    def __reduce__(self) -> tuple:  # to a worker's result queue: the two tensors, not each item's view again
+        return FeatureBatch, (self.features, self.labels)
 
 
 class ShardShuffleSampler(DistributedSampler):
