@@ -90,7 +90,9 @@ def config_groups(configs: list[dict[str, Any] | None]) -> tuple[list[str], list
     """
     known = [c for c in configs if c is not None]
     keys = sorted({k for c in known for k in c})
-    differing = [k for k in keys if len({c.get(k) for c in known}) > 1]
+    # a key one run lacks and another holds as null is not a difference: a key added to ltrain's config later
+    # with a null default (data.test_per_class) must not split runs made before and after it into two rows
+    differing = [k for k in keys if len({c.get(k, "null") for c in known}) > 1]
     labels = []
     for c in configs:
         if c is None:

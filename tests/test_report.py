@@ -132,3 +132,12 @@ def test_a_seed_key_that_copies_the_run_seed_does_not_split_the_pool_but_a_swept
     for m in range(2):
         _fake_run(tmp_path / "swept", str(m), ["recipe=mc_fashion", "seed=0", f"mc.seed={m + 5}"], 0.8)
     assert "rows differ in mc.seed" in write_report(tmp_path / "swept")["markdown"]
+
+
+def test_a_key_absent_in_older_runs_and_null_in_newer_ones_does_not_split_the_pool(tmp_path):
+    from ltrain.report import config_groups
+
+    old = {"optimizer.lr": "0.01"}
+    new = {"optimizer.lr": "0.01", "data.test_per_class": "null"}
+    assert config_groups([old, new]) == (["", ""], [])
+    assert config_groups([old, {**new, "data.test_per_class": "200"}])[1] == ["data.test_per_class"]
