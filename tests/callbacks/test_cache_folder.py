@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import lightning as L
 import pytest
 import timm
 import torch
@@ -15,6 +14,7 @@ from ltrain.data import ImageFolderData
 from ltrain.errors import LtrainError
 from ltrain.modules.classifier import ClassifierModule
 from tests.data.image_files import write_folder
+from tests.tiny_runs import quiet_trainer
 
 
 def _folder_dm(root, **kwargs) -> ImageFolderData:
@@ -28,14 +28,8 @@ def _fit(model, dm, callbacks, epochs=2):
     model = copy.deepcopy(model)
     torch.manual_seed(0)
     module = ClassifierModule(model, 2, optimizer=lambda ps: torch.optim.Adam(ps, lr=1e-2))
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=epochs,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
         num_sanity_val_steps=0,
         callbacks=[EpochSeed(0), *callbacks],
     )

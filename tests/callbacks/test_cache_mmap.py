@@ -25,6 +25,7 @@ from ltrain.callbacks import FrozenFeatureCache
 from ltrain.callbacks.cache_data import load_features
 from ltrain.errors import LtrainError
 from ltrain.modules.classifier import ClassifierModule
+from tests.tiny_runs import quiet_trainer
 
 SCRIPT = Path(__file__).resolve().parent / "cache_rss_script.py"
 
@@ -71,14 +72,8 @@ def _fit(
     net[0].requires_grad_(False)
     module = ClassifierModule(net, 3, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1))
     cache = FrozenFeatureCache(storage=storage, directory=str(tmp_path / "cache"), reuse=reuse)
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        deterministic=True,
         callbacks=[cache],
     )
     trainer.fit(
@@ -134,12 +129,8 @@ def test_a_cache_file_cut_short_under_a_running_fit_is_named_not_read_as_zeros(t
     net = nn.Sequential(nn.Linear(8, 64), nn.Tanh(), nn.Linear(64, 3))
     net[0].requires_grad_(False)
     cache = FrozenFeatureCache(storage="disk", directory=str(tmp_path))
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = quiet_trainer(
         max_epochs=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
         callbacks=[cache, TruncateAtEpochEnd(cache)],
     )
     module = ClassifierModule(net, 3, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.1))
