@@ -15,7 +15,7 @@ declare -A TITLE=(
   [mnist_transfer]="mnist_transfer (digits 0-4 to 5-9, 100 labelled images per digit)"
   [fashion_transfer]="fashion_transfer (shirt vs sandal from 200 labelled images; model A on the other 8 classes)"
   [imagenet_fashion]="imagenet_fashion (ImageNet EfficientNet-Lite0 on Fashion-MNIST, 100 labels per class, 64x64, 6 epochs)"
-  [imagenet_fashion_files]="imagenet_fashion_files (the same from PNG files through data=image_folder, lite0's own 224-px preprocessing, 6 epochs)"
+  [imagenet_fashion_files]="imagenet_fashion_files (the same from PNG files through data=image_folder with the lite0 timm preprocessing at 224 px, NHWC, 6 epochs; tested on a seeded 2,000 of the 10,000 test images)"
 )
 declare -A METRICS=([imagenet_fashion]="[test_acc,best_val_acc]" [imagenet_fashion_files]="[test_acc,best_val_acc]")
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1

@@ -25,6 +25,7 @@ Writers take a file lock on the catalogue and on the store (``filelock``), so co
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as dt
 import json
 import os
@@ -460,6 +461,8 @@ def _write_model_folder(
         from timm.models import save_for_hf
 
         data_config = {"input_size": tuple(input_shape), **preprocessing}
+        if any(not t.is_contiguous() for t in model.state_dict().values()):  # model.channels_last: safetensors
+            model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # stores dense NCHW only
         save_for_hf(model, str(folder), safe_serialization=True, data_config=data_config)
     else:
         from safetensors.torch import save_file

@@ -23,8 +23,11 @@ def test_the_files_recipe_matches_imagenet_fashion_in_labels_split_and_arms(cfg_
     assert files.data.root == f"{tmp_path}/fashion_mnist_png" and files.data._target_ == "ltrain.data.ImageFolderData"
     for key in ("train_per_class", "val_fraction", "split_seed"):
         assert files.data[key] == memory.data[key], key
-    assert files.data.test_per_class is None and memory.data.test_fraction == 0.0  # both: the official 10,000
-    assert files.trainer.max_epochs == memory.trainer.max_epochs and files.model == memory.model
+    # the official test split: all 10,000 in memory, a seeded balanced 2,000 of them from files (224 px costs)
+    assert files.data.test_per_class == 200 and memory.data.test_fraction == 0.0
+    assert files.trainer.max_epochs == memory.trainer.max_epochs
+    assert files.model.channels_last and not memory.model.channels_last  # kernels only: the same network
+    assert {**files.model, "channels_last": False} == memory.model
     for arm in ("frozen_trunk", "default_schedule"):
         assert files.recipe.arms[arm] == memory.recipe.arms[arm], arm
 
