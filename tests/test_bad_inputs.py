@@ -750,6 +750,18 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "then leaves them out) — no worker traceback",
     ),
     (
+        "model.pretrained=zoo:NAME with data=image_folder, the entry recording no mean/std of its inputs",
+        "tests/data/test_folder.py::test_a_zoo_entry_that_cannot_say_its_preprocessing_is_refused_before_training",
+        "zoo entry 'NAME' does not record the mean/std its inputs were standardised with, so the preprocessing its "
+        "weights expect is unknown. Set data.preprocess=dataset (mean/std of your train split) and data.image_size, …",
+    ),
+    (
+        "model.pretrained=zoo:NAME (a 1-channel entry) with data=image_folder data.channels=3",
+        "tests/data/test_folder.py::test_a_zoo_entry_that_cannot_say_its_preprocessing_is_refused_before_training",
+        "data.channels=3, but zoo entry 'NAME' was trained on 1-channel inputs: leave data.channels unset (the "
+        "entry's) or set data.preprocess=dataset",
+    ),
+    (
         "ltrain-export source=RUN whose checkpoint is truncated or has flipped bytes",
         "test_ltrain_export_names_a_damaged_checkpoint",
         "checkpoint RUN/checkpoints/best.ckpt is corrupt or truncated (its sha256 does not match best.ckpt.sha256); nothing is exported",
