@@ -565,6 +565,11 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "RUN holds another run than this config describes; nothing in it was changed. seed: 0 -> 1",
     ),
     (
+        "resume=auto into a run with another optimizer.lr, l2 or freeze schedule",
+        "tests/test_resume.py::test_resuming_a_run_with_another_model_data_or_seed_is_refused_before_anything_is_written",
+        "RUN holds another run than this config describes; nothing in it was changed. optimizer.lr: 0.001 -> 0.1",
+    ),
+    (
         "the CLI refusing a mismatched resume leaves the run's .hydra/config.yaml untouched",
         "tests/test_resume.py::test_cli_refusal_leaves_the_runs_hydra_record_untouched",
         "ltrain: error: RUN holds another run … (exit 2, no traceback, every file of the run byte-identical)",
