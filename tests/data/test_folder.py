@@ -244,6 +244,16 @@ def test_weights_from_a_zoo_entry_get_the_inputs_that_entry_was_trained_on(tmp_p
     )  # fmt: skip
     run = train(cfg, tmp_path / "run")
     assert run.results["input_shape"] == [1, 32, 32] and run.results["preprocessing"] == recorded
+    from ltrain.runs import from_run
+
+    _, rebuilt, _ = from_run(tmp_path / "run")  # the trained weights, and still the entry's inputs
+    assert rebuilt.input_shape == (1, 32, 32) and rebuilt.splits["val"].transform.mean == (0.13,)
+    from ltrain.config import compose_config
+    from ltrain.inference.predict import predict
+
+    overrides = (f"source={tmp_path / 'run'}", "mc.samples=0", "split=test", "data=image_folder", f"data.root={root}")
+    report = predict(compose_config(*overrides, config_name="predict"), tmp_path / "predicted")
+    assert report["inputs"] == len(run.datamodule.splits["test"])  # served grey at 32 px, as trained
 
 
 def test_a_zoo_entry_that_cannot_say_its_preprocessing_is_refused_before_training(tmp_path):
