@@ -41,7 +41,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batches", type=int, default=2, help="timed batches per measurement")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (a 2-core machine with 2 loader workers: 1)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (a 2-core machine with 2 loader workers: 1)"
+    )
     parser.add_argument("--trainable", type=int, default=3, help="top layer groups trained in the train timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -74,7 +76,9 @@ def main() -> None:
             for layout in order:
                 seconds = _time(lambda m=models[layout], f=fn: f(m), args.batches)
                 results.setdefault((what, layout), []).append(args.batches * args.batch_size / seconds)
-    print(f"# bench/channels_last.py: {args.model} at {args.size} px, batch {args.batch_size}, {args.threads} thread(s)")
+    print(
+        f"# bench/channels_last.py: {args.model} at {args.size} px, batch {args.batch_size}, {args.threads} thread(s)"
+    )
     print()
     print(f"`python bench/channels_last.py {' '.join(sys.argv[1:])}`".replace(" `", "`"))
     print()
