@@ -25,7 +25,12 @@ from ltrain.errors import LtrainError
 from ltrain.io import verify_checkpoint
 
 IGNORED_KEYS = ("resume",)
-IDENTITY_KEYS = ("model", "data", "loss", "recipe", "seed")  # what a checkpoint and its results belong to
+# What a checkpoint and its results belong to: resume=auto into a run whose config differs in one of these is
+# refused. The training objective and optimisation count (mixup, regularisation, freezing, optimizer and
+# scheduler: Lightning restores the optimizer's learning rates from the checkpoint, so a new optimizer.lr would
+# be ignored without a word); trainer.max_epochs may grow, and the trainer, callbacks, logger and cache change
+# how the run is carried out, not what it computes.
+IDENTITY_KEYS = ("model", "data", "loss", "recipe", "seed", "mixup", "l1", "l2", "freeze", "optimizer", "scheduler")
 
 
 def runs_root() -> Path:

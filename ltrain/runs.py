@@ -26,6 +26,8 @@ def from_run(run_dir: str | Path, checkpoint: str = "best"):
         raise LtrainError(f"{run_dir} has no checkpoints/{checkpoint}.ckpt (did the run finish an epoch?)")
     cfg: DictConfig = OmegaConf.load(cfg_path)
     with open_dict(cfg):
+        if "pretrained" in cfg.data:  # a streamed folder serves what the starting weights (a zoo entry) expect
+            cfg.data.pretrained = cfg.model.pretrained
         cfg.model.pretrained = None  # the checkpoint holds the trained weights
     dm = build_datamodule(cfg)
     module = build_module(cfg, dm)

@@ -565,6 +565,11 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "RUN holds another run than this config describes; nothing in it was changed. seed: 0 -> 1",
     ),
     (
+        "resume=auto into a run with another optimizer.lr, l2 or freeze schedule",
+        "tests/test_resume.py::test_resuming_a_run_with_another_model_data_or_seed_is_refused_before_anything_is_written",
+        "RUN holds another run than this config describes; nothing in it was changed. optimizer.lr: 0.001 -> 0.1",
+    ),
+    (
         "the CLI refusing a mismatched resume leaves the run's .hydra/config.yaml untouched",
         "tests/test_resume.py::test_cli_refusal_leaves_the_runs_hydra_record_untouched",
         "ltrain: error: RUN holds another run … (exit 2, no traceback, every file of the run byte-identical)",
@@ -748,6 +753,18 @@ EXTRA_ROWS = [  # cases tested elsewhere: (what, where, the message)
         "cannot read the image ROOT/cat/zz_damaged.jpg (OSError: …): the file is damaged or not an image; remove or "
         "replace it, then rerun (data.check_files=decode finds every such file before training, data.bad_files=skip "
         "then leaves them out) — no worker traceback",
+    ),
+    (
+        "model.pretrained=zoo:NAME with data=image_folder, the entry recording no mean/std of its inputs",
+        "tests/data/test_folder.py::test_a_zoo_entry_that_cannot_say_its_preprocessing_is_refused_before_training",
+        "zoo entry 'NAME' does not record the mean/std its inputs were standardised with, so the preprocessing its "
+        "weights expect is unknown. Set data.preprocess=dataset (mean/std of your train split) and data.image_size, …",
+    ),
+    (
+        "model.pretrained=zoo:NAME (a 1-channel entry) with data=image_folder data.channels=3",
+        "tests/data/test_folder.py::test_a_zoo_entry_that_cannot_say_its_preprocessing_is_refused_before_training",
+        "data.channels=3, but zoo entry 'NAME' was trained on 1-channel inputs: leave data.channels unset (the "
+        "entry's) or set data.preprocess=dataset",
     ),
     (
         "ltrain-export source=RUN whose checkpoint is truncated or has flipped bytes",

@@ -194,7 +194,14 @@ def _unfinished_run(cfg_factory, run: Path) -> dict[str, bytes]:
 
 @pytest.mark.parametrize(
     ("override", "named"),
-    [("model.hidden=[32,32]", "model.hidden"), ("data.classes=[0,1,2,3,4]", "data.classes"), ("seed=1", "seed")],
+    [
+        ("model.hidden=[32,32]", "model.hidden"),
+        ("data.classes=[0,1,2,3,4]", "data.classes"),
+        ("seed=1", "seed"),
+        ("optimizer.lr=0.1", "optimizer.lr"),  # Lightning would restore the old rate and ignore this one
+        ("l2=0.001", "l2"),
+        ("freeze=head_only", "freeze"),
+    ],
 )
 def test_resuming_a_run_with_another_model_data_or_seed_is_refused_before_anything_is_written(
     cfg_factory, tmp_path, override, named

@@ -462,9 +462,9 @@ class FrozenFeatureCache(Callback):
                     dataset.set_epoch(view)  # the augmentation epoch `view` of an uncached run would draw
                 start = 0
                 for x, y in loader:
+                    # in the layout training feeds (the model's own, model.channels_last included): an NHWC
+                    # input to NCHW weights would switch cuDNN to other kernels than the uncached path runs
                     x = x.to(device, non_blocking=True)
-                    if device.type == "cuda" and x.dim() == 4:  # cuDNN's fast convolutions are NHWC
-                        x = x.contiguous(memory_format=torch.channels_last)
                     # the dtype the trunk produced (bf16 under bf16-mixed): what the uncached suffix receives
                     sink(view, start, split.prefix(x).cpu())
                     start += len(x)

@@ -21,9 +21,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import glob
 import hashlib
 import json
 import os
+import socket
 import struct
 import tempfile
 from dataclasses import dataclass
@@ -85,6 +87,37 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def _temporary_prefix(path: Path) -> str:
+    """``.<file name>.<host>-<pid>.``: whose temporary file it is, so an orphan can be told from a live one."""
+    return f".{path.name}.{socket.gethostname()}-{os.getpid()}."
+
+
+def remove_orphaned_temporaries(path: Path) -> list[Path]:
+    """Delete the temporary files of ``path`` left by processes of this host that no longer run (a run killed
+    during its precomputation); returns them. Another host's, or a live process's, are left alone: on a shared
+    file system another run may be writing the same file right now."""
+    host = socket.gethostname()
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        owner = tmp.name[len(path.name) + 2 : -len(".tmp")].rpartition(".")[0]  # <host>-<pid>.<random>.tmp
+        owner_host, _, pid = owner.rpartition("-")
+        if owner_host != host or not pid.isdigit() or _running(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 class FeatureWriter:
     """Write one (key, split, rank) file batch by batch: ``write`` each batch of features in row order, ``finish``."""
 
@@ -92,7 +125,8 @@ class FeatureWriter:
         self.path, self.key, self.shape, self.dtype, self.indices = Path(path), key, tuple(shape), dtype, indices
         self.nbytes = _spec(dtype, self.shape, 0)["data_offsets"][1]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        remove_orphaned_temporaries(self.path)
+        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=_temporary_prefix(self.path), suffix=".tmp")
         self.file = os.fdopen(fd, "wb")
         self.file.seek(HEADER_BYTES)
         self.sha = hashlib.sha256()

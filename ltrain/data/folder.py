@@ -33,7 +33,7 @@ from ltrain.data.files import (
     read_image_list,
     scan_class_folders,
 )
-from ltrain.data.preprocess import INTERPOLATIONS, ImagePreprocess, model_preprocessing
+from ltrain.data.preprocess import INTERPOLATIONS, ImagePreprocess, model_preprocessing, zoo_preprocessing
 from ltrain.data.subsets import select_classes
 from ltrain.errors import LtrainError, close_matches
 from ltrain.seeding import Stream, derive_seed
@@ -112,9 +112,12 @@ class StreamingImageData(ImageClassificationData):
         bad_files: ``error`` refuses an unreadable image naming it; ``skip`` leaves it out (logged, counted).
         check_files: ``header`` (open each file, fully decode a JPEG/PNG whose end marker is missing),
             ``decode`` (decode every file at setup) or ``none``: how unreadable files are found at setup.
-        preprocess: ``model`` (timm's config of ``model_name``; an MLP falls back to ``dataset``) or
-            ``dataset`` (mean/std of ``stats_samples`` train images; needs ``image_size``).
+        preprocess: ``model`` (what the weights expect: the recorded preprocessing of the zoo entry
+            ``pretrained`` names, else timm's config of ``model_name``; an MLP not from the zoo falls back to
+            ``dataset``) or ``dataset`` (mean/std of ``stats_samples`` train images; needs ``image_size``).
         model_name: the timm model whose preprocessing to use (the config passes ``${model.name}``).
+        pretrained: where the model's weights come from (the config passes ``${model.pretrained}``): for
+            ``zoo:NAME`` the entry's own input size, channels, mean/std, interpolation and crop_pct.
         image_size: the served side; None is the model's own input size.
         interpolation, crop_pct: override the model's (None keeps them).
         augment: ``none`` (train = eval transform: deterministic, cacheable) or ``timm`` (timm's train
@@ -127,6 +130,7 @@ class StreamingImageData(ImageClassificationData):
         check_files: str = "header",
         preprocess: str = "model",
         model_name: str | None = None,
+        pretrained: str | None = None,
         interpolation: str | None = None,
         crop_pct: float | None = None,
         augment: str = "none",
@@ -155,6 +159,7 @@ class StreamingImageData(ImageClassificationData):
             raise LtrainError(f"data.channels={self.channels} is not valid for image files: 1, 3 or null")
         self.bad_files, self.check_files = bad_files, check_files
         self.preprocess, self.model_name = preprocess, model_name
+        self.pretrained = str(pretrained) if pretrained is not None else None
         self.interpolation, self.crop_pct = interpolation, crop_pct
         self.augment = augment
         self.augmentation = {
@@ -251,8 +256,16 @@ class StreamingImageData(ImageClassificationData):
                 "data.preprocess=model needs data.model_name (the config passes ${model.name}); "
                 "or set data.preprocess=dataset"
             )
-        use_model = self.preprocess == "model" and self.model_name != "mlp"
-        if use_model:
+        entry = self.pretrained[len("zoo:") :] if (self.pretrained or "").startswith("zoo:") else None
+        if self.preprocess == "model" and entry is not None:
+            settings, channels = zoo_preprocessing(entry, self.image_size)
+            if self.channels not in (None, channels):
+                raise LtrainError(
+                    f"data.channels={self.channels}, but zoo entry {entry!r} was trained on {channels}-channel "
+                    f"inputs: leave data.channels unset (the entry's) or set data.preprocess=dataset"
+                )
+            mode = "L" if channels == 1 else "RGB"
+        elif self.preprocess == "model" and self.model_name != "mlp":
             if mode == "L":
                 raise LtrainError("data.channels=1 needs data.preprocess=dataset: the model's mean/std are for RGB")
             settings = model_preprocessing(str(self.model_name), self.image_size)

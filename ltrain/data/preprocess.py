@@ -4,7 +4,8 @@ timm's ``create_transform`` is used as it is (Resize/CenterCrop at ``crop_pct`` 
 interpolation for evaluation; RandomResizedCrop, flip, colour jitter or RandAugment and random erasing for
 training); what ltrain adds is a frozen record of the settings: its ``repr`` names every one (a feature
 cache keys on it), ``deterministic`` says whether the output depends only on the input, and the model's
-own settings are looked up by name (:func:`model_preprocessing`) without building the model.
+own settings are looked up by name (:func:`model_preprocessing`) without building the model, or read from
+the zoo entry whose weights the model starts from (:func:`zoo_preprocessing`).
 """
 
 from __future__ import annotations
@@ -115,3 +116,35 @@ def model_preprocessing(model_name: str, image_size: int | None) -> dict[str, An
         "crop_pct": float(cfg["crop_pct"]),
         "crop_mode": str(cfg.get("crop_mode", "center")),
     }
+
+
+def zoo_preprocessing(entry_name: str, image_size: int | None) -> tuple[dict[str, Any], int]:
+    """The inputs zoo entry ``entry_name`` was trained on — side, mean/std, interpolation, crop_pct, as its run
+    recorded them — and their channels; ``image_size`` replaces the side.
+
+    Why not timm's config of the architecture: an entry trained by ltrain on, say, grey 64-px digits
+    standardised with their own mean/std expects those inputs, not ImageNet's 224-px RGB statistics.
+    """
+    from ltrain.store import Catalog
+
+    entry = Catalog().get(entry_name)
+    prep, (channels, side, _) = entry.preprocessing, entry.input_shape
+    if not prep.get("mean") or not prep.get("std"):
+        raise LtrainError(
+            f"zoo entry {entry_name!r} does not record the mean/std its inputs were standardised with, so the "
+            "preprocessing its weights expect is unknown. Set data.preprocess=dataset (mean/std of your train "
+            "split) and data.image_size, or push the entry again from a run that records them"
+        )
+    if len(prep["mean"]) != channels:
+        raise LtrainError(
+            f"zoo entry {entry_name!r} records {len(prep['mean'])} channel mean(s) for {channels}-channel inputs: "
+            f"the entry is damaged; check it with: ltrain-zoo show {entry_name}"
+        )
+    return {
+        "size": int(image_size or side),
+        "mean": tuple(float(v) for v in prep["mean"]),
+        "std": tuple(float(v) for v in prep["std"]),
+        "interpolation": str(prep.get("interpolation", "bilinear")),
+        "crop_pct": float(prep.get("crop_pct", 1.0)),
+        "crop_mode": str(prep.get("crop_mode", "center")),
+    }, int(channels)

@@ -257,8 +257,9 @@ def predict(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         )
     run_cfg, ckpt = find_run(cfg.source, cfg.checkpoint)
     data_cfg = cfg.data if cfg.get("data") else run_cfg.data
-    if "model_name" in data_cfg:  # a streamed image folder: the run's model's own preprocessing
-        data_cfg = OmegaConf.merge(data_cfg, {"model_name": str(run_cfg.model.name)})
+    if "model_name" in data_cfg:  # a streamed image folder: the preprocessing the run's model was trained with
+        pretrained = run_cfg.model.get("pretrained")  # a zoo entry's recorded preprocessing, if it started from one
+        data_cfg = OmegaConf.merge(data_cfg, {"model_name": str(run_cfg.model.name), "pretrained": pretrained})
     dm = instantiate(data_cfg, _convert_="all")
     dm.prepare_data()
     dm.setup()

@@ -138,3 +138,24 @@ def test_a_cache_file_cut_short_under_a_running_fit_is_named_not_read_as_zeros(t
     with pytest.raises(LtrainError, match=r"cache file .*train-rank0of1.safetensors was cut short while this run read"):
         trainer.fit(module, loader)
     assert trainer.current_epoch == 1 and trainer.global_step == 4
+
+
+def test_a_temporary_file_of_a_killed_precomputation_is_removed_by_the_next_writer_and_no_other(tmp_path):
+    import socket
+
+    from ltrain.callbacks.cache_file import FeatureWriter
+
+    target = tmp_path / "key" / "train-rank0of1.safetensors"
+    target.parent.mkdir()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # its pid no longer runs (pid reuse within this test: the orphan would merely be kept)
+    host = socket.gethostname()
+    orphan = target.parent / f".{target.name}.{host}-{gone.pid}.abc123.tmp"
+    live = target.parent / f".{target.name}.{host}-{os.getpid()}.def456.tmp"  # a writer that is still running
+    remote = target.parent / f".{target.name}.otherhost-{gone.pid}.ghi789.tmp"  # on a shared file system
+    for path in (orphan, live, remote):
+        path.write_bytes(b"half-written features")
+    writer = FeatureWriter(target, "key", (2, 3), torch.float32, torch.arange(2))
+    writer.write(torch.ones(2, 3))
+    writer.finish(torch.zeros(2, dtype=torch.long), {})
+    assert not orphan.exists() and live.exists() and remote.exists() and target.is_file()

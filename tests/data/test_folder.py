@@ -209,3 +209,60 @@ def test_each_streamed_data_config_composes_and_takes_the_models_own_size(tmp_pa
     dm = build_datamodule(cfg_factory("model=timm", "model.name=tf_efficientnet_lite0", f"data={group}", where))
     assert dm.input_shape == (3, 224, 224) and dm.splits["val"].transform.mean == (0.5, 0.5, 0.5)
     assert sum(len(s) for s in dm.splits.values()) == 20
+
+
+def _push_entry(name: str, input_shape: tuple[int, int, int], preprocessing: dict | None) -> None:
+    from ltrain.models import build_model
+    from ltrain.zoo import Zoo
+
+    model = build_model({"name": "test_resnet"}, 2, input_shape)
+    cfg = {"name": "test_resnet", "kwargs": {}}
+    Zoo().push(model, name, model_cfg=cfg, input_shape=input_shape, preprocessing=preprocessing)
+
+
+def test_weights_from_a_zoo_entry_get_the_inputs_that_entry_was_trained_on(tmp_path, cfg_factory):
+    """Not timm's ImageNet config of the architecture: the entry's side, channels, mean/std and resize."""
+    from ltrain.train import train
+
+    root = write_folder(tmp_path / "photos", per_class=8, size=64)
+    recorded = {"mean": [0.13], "std": [0.31], "interpolation": "bilinear", "crop_pct": 1.0}
+    _push_entry("grey_digits", (1, 32, 32), recorded)
+    dm = ImageFolderData(str(root), model_name="test_resnet", pretrained="zoo:grey_digits", num_workers=0)
+    dm.setup()
+    assert dm.input_shape == (1, 32, 32)
+    reference = create_transform((1, 32, 32), mean=(0.13,), std=(0.31,), interpolation="bilinear", crop_pct=1.0)
+    for split in ("train", "val"):
+        x, _ = dm.splits[split][0]
+        assert torch.equal(x, reference(Image.open(dm.splits[split].paths[0]).convert("L")))
+    timms = ImageFolderData(str(root), model_name="test_resnet", num_workers=0)  # other weights: timm's config
+    timms.setup()
+    assert timms.input_shape[0] == 3 and timms.splits["val"].transform.mean != (0.13,)
+
+    cfg = cfg_factory(
+        "model=timm", "model.name=test_resnet", "model.pretrained=zoo:grey_digits", "data=image_folder",
+        f"data.root={root}", "data.num_workers=0", "trainer.max_epochs=1",
+    )  # fmt: skip
+    run = train(cfg, tmp_path / "run")
+    assert run.results["input_shape"] == [1, 32, 32] and run.results["preprocessing"] == recorded
+    from ltrain.runs import from_run
+
+    _, rebuilt, _ = from_run(tmp_path / "run")  # the trained weights, and still the entry's inputs
+    assert rebuilt.input_shape == (1, 32, 32) and rebuilt.splits["val"].transform.mean == (0.13,)
+    from ltrain.config import compose_config
+    from ltrain.inference.predict import predict
+
+    overrides = (f"source={tmp_path / 'run'}", "mc.samples=0", "split=test", "data=image_folder", f"data.root={root}")
+    report = predict(compose_config(*overrides, config_name="predict"), tmp_path / "predicted")
+    assert report["inputs"] == len(run.datamodule.splits["test"])  # served grey at 32 px, as trained
+
+
+def test_a_zoo_entry_that_cannot_say_its_preprocessing_is_refused_before_training(tmp_path):
+    root = write_folder(tmp_path / "photos", per_class=6, size=32)
+    _push_entry("unknown_inputs", (3, 32, 32), None)
+    with pytest.raises(LtrainError, match=r"does not record the mean/std .* data\.preprocess=dataset"):
+        ImageFolderData(str(root), model_name="test_resnet", pretrained="zoo:unknown_inputs").setup()
+    _push_entry("grey", (1, 32, 32), {"mean": [0.5], "std": [0.25]})
+    with pytest.raises(LtrainError, match=r"data\.channels=3, but zoo entry 'grey' was trained on 1-channel"):
+        ImageFolderData(str(root), model_name="test_resnet", pretrained="zoo:grey", channels=3).setup()
+    with pytest.raises(LtrainError, match="no_such_entry"):
+        ImageFolderData(str(root), model_name="test_resnet", pretrained="zoo:no_such_entry").setup()
