@@ -1,6 +1,6 @@
 """ltrain's streamed image folder vs a plain torchvision ImageFolder + timm transform: images/s and peak memory.
 
-    python bench/data.py                    # 2,000 and 8,000 JPEGs, 3 interleaved repeats, medians (~6 min, 2 cores)
+    python bench/data.py                    # 2,000 and 8,000 JPEGs, 3 interleaved repeats, medians (~7 min, 2 cores)
     python bench/data.py --quick            # 400 and 1,200 JPEGs, 1 repeat: a 1-minute check
     python bench/data.py --model vit_small_patch16_224 --workers 4 --batch-size 128
 
